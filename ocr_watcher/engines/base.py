@@ -1,0 +1,62 @@
+"""The engine protocol: what the pipeline asks of an OCR engine, and what it gets back.
+
+An engine turns one rendered page into Markdown. The pipeline owns rendering (in isolated
+processes), scheduling, retries and writing files; an engine only recognises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+
+@dataclass(frozen=True)
+class RenderSpec:
+    """What an engine wants from the renderer for each page."""
+
+    kind: Literal["image", "text"]
+    dpi: int = 300
+    max_side_px: int = 5000
+    grayscale: bool = True
+
+
+@dataclass
+class PageInput:
+    """One page, rendered as the engine's RenderSpec asked."""
+
+    job_id: str
+    page: int  # 1-based
+    image_path: Path | None = None  # the rendered bitmap when RenderSpec.kind == "image"
+    text: str | None = None  # the PDF's text layer when RenderSpec.kind == "text"
+    width: int = 0
+    height: int = 0
+
+
+@dataclass
+class PageOutput:
+    markdown: str
+    engine: str
+    model: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # engine-specific figures (tokens, server, ...)
+
+
+class PageError(Exception):
+    """Recognising one page failed; the pipeline may retry it."""
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot run on this machine (missing binary, server down at start-up, ...)."""
+
+
+class Engine(Protocol):
+    name: str
+    model: str | None
+    render_spec: RenderSpec
+
+    def recognize(self, page: PageInput) -> PageOutput:
+        """Blocking and thread-safe: the pipeline calls it from several threads at once."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,64 @@
+"""The one way ocr-watcher writes a file that others read: temp name, fsync, rename.
+
+A reader (a person, a script, another daemon) never sees a partial file, and after a crash the
+file is either the old version or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+TMP_MARK = ".tmp-"  # temporary files are named ".<name>.tmp-<hex>" and swept on recovery
+
+
+def temp_name_for(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TMP_MARK}{secrets.token_hex(4)}")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or create inside `path` durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some network filesystems refuse fsync on directories
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True, mode: int = 0o644) -> None:
+    tmp = temp_name_for(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_text(path: Path, text: str, **kwargs: Any) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), **kwargs)
+
+
+def atomic_write_json(path: Path, obj: Any, **kwargs: Any) -> None:
+    data = json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+    atomic_write_text(path, data, **kwargs)
+
+
+def is_temp_name(name: str) -> bool:
+    return name.startswith(".") and TMP_MARK in name
