@@ -1,0 +1,353 @@
+"""The `ocr-watcher` command. Every subcommand but `run` is a client of the folder protocol."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import __version__
+from .config import EX_CONFIG, Config, ConfigError, load_config
+from .spool.atomic import fsync_dir
+from .spool.layout import CANCEL, RETRY
+from .spool.model import RETRYABLE, TERMINAL, JobMeta, Status
+from .spool.store import AmbiguousJob, JobNotFound, JobStore
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _config(args: argparse.Namespace, **overrides: Any) -> Config:
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return load_config(args.config, overrides=given)
+
+
+def _store(args: argparse.Namespace) -> JobStore:
+    config = _config(args)
+    return JobStore(config.outbox, fsync=config.jobs.fsync)
+
+
+def _resolve(store: JobStore, prefix: str) -> str:
+    try:
+        return store.resolve(prefix)
+    except (JobNotFound, AmbiguousJob) as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def setup_logging(level: str) -> None:
+    # journald adds its own timestamps; a terminal or a file needs ours.
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+
+
+def _summary_line(meta: JobMeta) -> str:
+    progress = meta.progress
+    pages = f"{progress.pages_done}/{progress.pages_total if progress.pages_total is not None else '?'}"
+    line = f"{meta.job_id}  {meta.status.value:<10} pages {pages:<9} {progress.percent:5.1f}%"
+    if meta.error:
+        line += f"  {meta.error.type}: {meta.error.message}"
+    return line
+
+
+# -- subcommands -----------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from .service import Service, StartupError, install_signal_handlers
+
+    overrides: dict[str, Any] = {
+        "inbox": args.inbox,
+        "outbox": args.outbox,
+        "engine": args.engine,
+        "worker_id": args.worker_id,
+    }
+    if args.settle is not None:
+        overrides["intake"] = {"settle_seconds": args.settle}
+    config = _config(args, **overrides)
+    setup_logging(config.log_level)
+    try:
+        service = Service(config, args.config)
+        install_signal_handlers(service)
+        return service.run()
+    except StartupError as exc:
+        logging.getLogger("ocr_watcher").error("cannot start: %s", exc)
+        return EX_CONFIG
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _config(args)
+    print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
+    print(f"# configuration OK; worker_id resolves to {config.resolved_worker_id!r}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _unique_destination(folder: Path, name: str) -> Path:
+    candidate = folder / name
+    stem, suffix = Path(name).stem, Path(name).suffix
+    counter = 1
+    while candidate.exists():
+        counter += 1
+        candidate = folder / f"{stem} ({counter}){suffix}"
+    return candidate
+
+
+def _publish_without_clobbering(tmp: Path, folder: Path, name: str) -> Path:
+    """Give the finished copy its real name; never replace a file already there."""
+    while True:
+        destination = _unique_destination(folder, name)
+        try:
+            os.link(tmp, destination)  # fails if the name was taken meanwhile
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+            os.rename(tmp, destination)  # shares without hard links: a rename, after the check above
+            return destination
+        tmp.unlink()
+        return destination
+
+
+def submit_file(config: Config, source: Path, profile: str | None) -> Path:
+    """Copy into the inbox under a hidden temporary name, then rename: the daemon never sees half a file."""
+    folder = config.inbox / profile if profile else config.inbox
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{source.name}.ocr-watcher-upload-{os.getpid()}"
+    try:
+        with open(source, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            fout.flush()
+            os.fsync(fout.fileno())
+        destination = _publish_without_clobbering(tmp, folder, source.name)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    fsync_dir(folder)
+    return destination
+
+
+def _find_job_for(store: JobStore, inbox_path: str, size: int, since: float) -> str | None:
+    for job_id in store.iter_job_ids():
+        meta = store.try_load(job_id)
+        if (
+            meta is not None
+            and meta.source.inbox_path == inbox_path
+            and meta.source.size == size
+            and meta.created_at.timestamp() >= since - 2
+        ):
+            return job_id
+    return None
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.profile and args.profile not in config.profiles:
+        print(f"note: profile {args.profile!r} is not in the config; the default profile applies", file=sys.stderr)
+    submitted: list[tuple[str, int]] = []
+    started = time.time()
+    for name in args.files:
+        source = Path(name)
+        if not source.is_file():
+            raise UsageError(f"{source} is not a file")
+        destination = submit_file(config, source, args.profile)
+        rel = destination.relative_to(config.inbox).as_posix()
+        submitted.append((rel, destination.stat().st_size))
+        print(f"submitted {source} as {destination}")
+    if not args.wait:
+        return EXIT_OK
+    store = JobStore(config.outbox)
+    job_ids: list[str] = []
+    for rel, size in submitted:
+        job_id = None
+        while job_id is None:
+            job_id = _find_job_for(store, rel, size, started)
+            if job_id is None:
+                time.sleep(0.5)
+        print(f"{rel}: job {job_id}")
+        job_ids.append(job_id)
+    return wait_for(store, job_ids, timeout=args.timeout)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    store = _store(args)
+    metas = [m for m in (store.try_load(j) for j in store.iter_job_ids()) if m is not None]
+    if args.status:
+        metas = [m for m in metas if m.status.value == args.status]
+    metas.sort(key=lambda m: m.created_at, reverse=True)
+    if args.json:
+        print(json.dumps([m.to_json() for m in metas], indent=2, ensure_ascii=False))
+    else:
+        for meta in metas:
+            print(_summary_line(meta))
+        if not metas:
+            print("no jobs", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store = _store(args)
+    meta = store.load(_resolve(store, args.job))
+    if args.json:
+        print(json.dumps(meta.to_json(), indent=2, ensure_ascii=False))
+        return EXIT_OK
+    print(_summary_line(meta))
+    print(f"  source   {meta.source.inbox_path} ({meta.source.size} bytes)")
+    print(f"  profile  {meta.profile} (priority {meta.priority}), engine {meta.engine.kind if meta.engine else '-'}")
+    print(f"  created  {meta.created_at.isoformat()}  finished {meta.finished_at or '-'}")
+    print(f"  worker   {meta.worker.id} (pid {meta.worker.pid}), attempts {meta.attempts}")
+    if meta.status is Status.COMPLETED:
+        print(f"  result   {store.paths(meta.job_id).result_md}")
+    return EXIT_OK
+
+
+def wait_for(store: JobStore, job_ids: Sequence[str], timeout: float | None = None) -> int:
+    """Poll metadata.json until every job is terminal; a progress bar on a terminal, lines otherwise."""
+    interactive = sys.stderr.isatty()
+    bars: dict[str, Any] = {}
+    last_line: dict[str, str] = {}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    final: dict[str, JobMeta] = {}
+    if interactive:
+        from tqdm import tqdm
+
+        for position, job_id in enumerate(job_ids):
+            bars[job_id] = tqdm(total=None, desc=job_id[:40], unit="page", position=position, leave=True)
+    try:
+        while len(final) < len(job_ids):
+            for job_id in job_ids:
+                if job_id in final:
+                    continue
+                meta = store.try_load(job_id)
+                if meta is None:
+                    if not store.paths(job_id).dir.exists():
+                        raise UsageError(f"job {job_id} was deleted")
+                    continue
+                if interactive:
+                    bar = bars[job_id]
+                    bar.total = meta.progress.pages_total
+                    bar.n = meta.progress.pages_done + meta.progress.pages_failed
+                    bar.set_postfix_str(meta.status.value, refresh=True)
+                else:
+                    line = _summary_line(meta)
+                    if last_line.get(job_id) != line:
+                        print(line, flush=True)
+                        last_line[job_id] = line
+                if meta.status in TERMINAL:
+                    final[job_id] = meta
+            if len(final) < len(job_ids):
+                if deadline is not None and time.monotonic() > deadline:
+                    print("timed out waiting", file=sys.stderr)
+                    return EXIT_JOB_FAILED
+                time.sleep(0.5)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    return EXIT_OK if all(m.status is Status.COMPLETED for m in final.values()) else EXIT_JOB_FAILED
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    store = _store(args)
+    return wait_for(store, [_resolve(store, job) for job in args.jobs], timeout=args.timeout)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    store = _store(args)
+    job_id = _resolve(store, args.job)
+    meta = store.load(job_id)
+    if meta.status in TERMINAL:
+        print(f"{job_id} is already {meta.status.value}", file=sys.stderr)
+        return EXIT_OK
+    store.request(job_id, CANCEL)
+    print(f"cancel requested for {job_id}")
+    return EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    store = _store(args)
+    job_id = _resolve(store, args.job)
+    meta = store.load(job_id)
+    if meta.status not in RETRYABLE:
+        raise UsageError(f"{job_id} is {meta.status.value}; only failed or cancelled jobs can be retried")
+    store.request(job_id, RETRY)
+    print(f"retry requested for {job_id}")
+    return EXIT_OK
+
+
+# -- parser ----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ocr-watcher", description="Watch-folder OCR: inbox -> Markdown.")
+    parser.add_argument("--version", action="version", version=f"ocr-watcher {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="YAML config file (default: $OCR_WATCHER_CONFIG, else built-in)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="run the daemon")
+    run.add_argument("--inbox", help="folder to watch")
+    run.add_argument("--outbox", help="folder for job folders")
+    run.add_argument("--engine", choices=["auto", "tesseract", "text"])
+    run.add_argument("--settle", type=float, metavar="SECONDS", help="seconds a file must stay unchanged")
+    run.add_argument("--worker-id", help="this daemon's identity (default: host name)")
+    run.set_defaults(func=cmd_run)
+
+    submit = sub.add_parser("submit", parents=[common], help="copy files into the inbox safely")
+    submit.add_argument("files", nargs="+", metavar="FILE")
+    submit.add_argument("--profile", help="inbox subfolder (profile) to submit into")
+    submit.add_argument("--wait", action="store_true", help="wait for the jobs to finish")
+    submit.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
+    submit.set_defaults(func=cmd_submit)
+
+    jobs = sub.add_parser("jobs", parents=[common], help="list jobs, newest first")
+    jobs.add_argument("--status", choices=[s.value for s in Status])
+    jobs.add_argument("--json", action="store_true")
+    jobs.set_defaults(func=cmd_jobs)
+
+    status = sub.add_parser("status", parents=[common], help="show one job")
+    status.add_argument("job", metavar="JOB", help="job id or a unique prefix of it")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    wait = sub.add_parser("wait", parents=[common], help="wait for jobs to finish (exit 1 if any did not complete)")
+    wait.add_argument("jobs", nargs="+", metavar="JOB")
+    wait.add_argument("--timeout", type=float)
+    wait.set_defaults(func=cmd_wait)
+
+    for name, func, text in (("cancel", cmd_cancel, "cancel a job"), ("retry", cmd_retry, "retry a failed job")):
+        command = sub.add_parser(name, parents=[common], help=text)
+        command.add_argument("job", metavar="JOB")
+        command.set_defaults(func=func)
+
+    check = sub.add_parser("check-config", parents=[common], help="validate and print the configuration")
+    check.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"ocr-watcher: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except (UsageError, JobNotFound, AmbiguousJob) as exc:
+        print(f"ocr-watcher: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""Configuration: one validated model, loaded from YAML + environment + command-line flags.
+
+Precedence, lowest first: built-in defaults, the YAML file, `OCR_WATCHER_*` environment variables
+(and the retention names `MAX_JOB_*` as they are), then command-line flags. `load_config` resolves
+and validates everything once; a bad value raises `ConfigError` naming the key, which the CLI turns
+into exit code 78 (EX_CONFIG) so systemd does not restart a daemon that cannot work.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+EX_CONFIG = 78
+ENV_PREFIX = "OCR_WATCHER_"
+ENV_CONFIG_FILE = "OCR_WATCHER_CONFIG"
+# Retention limits are read under these names as they are (the service this one replaces used them).
+RETENTION_ENV = {
+    "MAX_JOB_STORAGE_MB": ("retention", "max_job_storage_mb"),
+    "MAX_JOB_COUNT": ("retention", "max_job_count"),
+    "MAX_JOB_AGE_HOURS": ("retention", "max_job_age_hours"),
+}
+
+DEFAULT_IGNORE = [
+    ".*",
+    "~*",
+    "*~",
+    "*.tmp",
+    "*.part",
+    "*.partial",
+    "*.crdownload",
+    "*.filepart",
+    "Thumbs.db",
+    "desktop.ini",
+    "@eaDir",
+    "__MACOSX",
+    ".stfolder",
+    ".Trashes",
+]
+
+EngineName = Literal["auto", "tesseract", "text"]
+
+
+class ConfigError(Exception):
+    """A configuration problem a person must fix; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class IntakeConfig(_Section):
+    settle_seconds: float | None = Field(
+        None, ge=0, description="Unchanged size+mtime+inode for this long = complete. null: 10 local, 30 on NFS/SMB."
+    )
+    poll_interval_seconds: float = Field(2.0, gt=0, le=3600)
+    rescan_interval_seconds: float = Field(60.0, gt=0)
+    invalid_timeout_seconds: float = Field(
+        300.0, ge=0, description="A settled file that never becomes a valid PDF/image is claimed and failed after this."
+    )
+    max_queued_jobs: int = Field(
+        8, ge=1, description="Claim no more while this many of this daemon's jobs wait: leaves files for other daemons."
+    )
+    use_inotify: bool = True
+    ignore: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE))
+
+
+class PipelineConfig(_Section):
+    workers: int = Field(0, ge=0, le=512, description="Render and OCR processes; 0 = one per CPU core.")
+    render_timeout_seconds: float = Field(120.0, gt=0)
+    render_memory_mb: int = Field(2048, ge=64)
+    page_timeout_seconds: float = Field(600.0, gt=0)
+    page_retries: int = Field(2, ge=0, le=20)
+    max_page_error_rate: float = Field(0.1, ge=0, le=1)
+    fast_lane_pages: int = Field(
+        10, ge=0, description="Each job's first N pages go ahead of older jobs' later pages (small jobs stay fast)."
+    )
+    shutdown_grace_seconds: float = Field(20.0, ge=0)
+    work_dir: Path | None = Field(None, description="Scratch space for rendered pages; null = system temp dir.")
+
+
+class TesseractConfig(_Section):
+    command: str | None = Field(None, description="null: a system tesseract, else the one the pip wheel carries.")
+    language: str = "eng"
+    dpi: int = Field(300, ge=50, le=1200)
+    max_side_px: int = Field(5000, ge=256, le=30000)
+    psm: int = Field(3, ge=0, le=13)
+
+
+class JobsConfig(_Section):
+    heartbeat_lease_seconds: float = Field(
+        60.0, gt=0, description="A job whose worker has not heart-beaten for this long is taken over."
+    )
+    fsync: bool = True
+    outbox_scan_interval_seconds: float = Field(5.0, gt=0)
+
+
+class RetentionConfig(_Section):
+    max_job_storage_mb: float = Field(10240, ge=0)
+    max_job_count: int = Field(1000, ge=0)
+    max_job_age_hours: float = Field(168, ge=0)
+
+
+class ProfileConfig(_Section):
+    priority: int = Field(0, ge=-1000, le=1000)
+    engine: EngineName | None = None
+    language: str | None = None
+    dpi: int | None = Field(None, ge=50, le=1200)
+
+
+class Config(_Section):
+    inbox: Path = Path("inbox")
+    outbox: Path = Path("outbox")
+    engine: EngineName = "auto"
+    worker_id: str | None = Field(None, description="Stable identity of this daemon; null = the host name.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    intake: IntakeConfig = Field(default_factory=IntakeConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    tesseract: TesseractConfig = Field(default_factory=TesseractConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    profiles: dict[str, ProfileConfig] = Field(default_factory=dict)
+
+    @field_validator("worker_id")
+    @classmethod
+    def _worker_id_is_a_plain_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "/" in value or value.startswith(".") or len(value) > 128):
+            raise ValueError("must be a non-empty name without '/' that does not start with '.'")
+        return value
+
+    @field_validator("profiles")
+    @classmethod
+    def _profile_names_are_folder_names(cls, value: dict[str, ProfileConfig]) -> dict[str, ProfileConfig]:
+        for name in value:
+            if not name or "/" in name or name.startswith("."):
+                raise ValueError(f"profile name {name!r} must be a plain folder name")
+        return value
+
+    @model_validator(mode="after")
+    def _folders_do_not_overlap(self) -> Config:
+        inbox, outbox = self.inbox.resolve(), self.outbox.resolve()
+        if inbox == outbox or inbox in outbox.parents or outbox in inbox.parents:
+            raise ValueError(f"inbox ({inbox}) and outbox ({outbox}) must not be the same folder or inside each other")
+        return self
+
+    # Derived values, resolved once.
+    @property
+    def resolved_worker_id(self) -> str:
+        return self.worker_id or socket.gethostname()
+
+    @property
+    def worker_count(self) -> int:
+        return self.pipeline.workers or os.cpu_count() or 1
+
+    def profile(self, name: str) -> ProfileConfig:
+        return self.profiles.get(name) or self.profiles.get("default") or ProfileConfig()
+
+
+def _parse_env_value(raw: str) -> Any:
+    """Environment values are YAML scalars/flow values: `30`, `true`, `null`, `[a, b]`."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`OCR_WATCHER_INTAKE__SETTLE_SECONDS=5` -> {"intake": {"settle_seconds": 5}}."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if name in RETENTION_ENV:
+            _set_path(tree, list(RETENTION_ENV[name]), _parse_env_value(raw))
+        elif name.startswith(ENV_PREFIX) and name != ENV_CONFIG_FILE:
+            keys = name[len(ENV_PREFIX) :].lower().split("__")
+            _set_path(tree, keys, _parse_env_value(raw))
+    return tree
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling against config.example.yaml)"
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Resolve defaults < file < environment < overrides into a validated Config."""
+    environ = os.environ if environ is None else environ
+    if path is None and environ.get(ENV_CONFIG_FILE):
+        path = Path(environ[ENV_CONFIG_FILE])
+    tree: dict[str, Any] = read_yaml(path) if path is not None else {}
+    base_dir = path.resolve().parent if path is not None else Path.cwd()
+    tree = _merge(tree, env_overrides(environ))
+    tree = _merge(tree, overrides or {})
+    # Relative folders in a config file are relative to that file, so a unit file can point at it.
+    for key in ("inbox", "outbox"):
+        if isinstance(tree.get(key), str) and path is not None and not Path(tree[key]).is_absolute():
+            tree[key] = str(base_dir / tree[key])
+    source = str(path) if path is not None else "defaults and environment"
+    try:
+        config = Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from exc
+    return config.model_copy(update={"inbox": config.inbox.absolute(), "outbox": config.outbox.absolute()})

@@ -1,0 +1,237 @@
+"""The intake: find files in the inbox, wait until each is complete, hand over claim requests.
+
+Detection is layered because each layer misses something: inotify (watchdog) is immediate but
+sees nothing written by another host on a network share; polling (a full scan every
+`poll_interval_seconds`) always runs and catches those. Readiness is decided per file from stat
+observations (readiness.py) and the file's bytes (sniff.py).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from ..config import Config
+from ..spool.claim import ClaimRequest
+from ..spool.model import JobError
+from .fs import default_settle_seconds
+from .readiness import Action, Observation, Tracked, decide, next_check_in, observe
+from .rules import compile_patterns, is_ignored_name, profile_for
+from .sniff import Sniff, Verdict, sniff_file
+
+log = logging.getLogger("ocr_watcher.intake")
+_MAX_REPORTED = 10_000  # log-once memory for odd entries (symlinks, FIFOs), bounded
+
+
+class Intake:
+    def __init__(self, config: Config, engine_for_profile: Callable[[str], str]) -> None:
+        self.root = config.inbox
+        self.config = config
+        self.engine_for_profile = engine_for_profile
+        self.apply_config(config)
+        self.tracked: dict[str, Tracked] = {}
+        self._due: list[tuple[float, str]] = []  # heap of (monotonic time, relative path)
+        self._ready: dict[str, ClaimRequest] = {}
+        self._ready_order: dict[str, tuple[int, int]] = {}
+        self._reported: set[str] = set()
+        self._dirty: set[str] = set()
+        self._dirty_lock = threading.Lock()
+        self._last_scan = float("-inf")
+        self._observer = None
+
+    def apply_config(self, config: Config) -> None:
+        self.config = config
+        self.patterns = compile_patterns(config.intake.ignore)
+        self.settle = (
+            config.intake.settle_seconds
+            if config.intake.settle_seconds is not None
+            else default_settle_seconds(self.root)
+        )
+        self.invalid_timeout = config.intake.invalid_timeout_seconds
+
+    # -- inotify -------------------------------------------------------------------------------
+    def start_watching(self) -> None:
+        if not self.config.intake.use_inotify:
+            return
+        try:
+            from .watcher import start_observer
+
+            self._observer = start_observer(self.root, self._mark_dirty)
+        except Exception as exc:  # inotify limits, unsupported filesystem: polling still works
+            log.warning("inotify watching of %s is not available (%s); relying on polling", self.root, exc)
+
+    def stop_watching(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+
+    def _mark_dirty(self, path: str) -> None:
+        with self._dirty_lock:
+            self._dirty.add(path)
+
+    # -- the periodic step ---------------------------------------------------------------------
+    def refresh(self, now: float | None = None) -> None:
+        """Scan if due, look at what inotify reported, and re-decide files whose time has come."""
+        now = time.monotonic() if now is None else now
+        if now - self._last_scan >= self.config.intake.poll_interval_seconds:
+            self._scan(now)
+            self._last_scan = now
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, set()
+        for absolute in dirty:
+            self._observe_one(absolute, now)
+        while self._due and self._due[0][0] <= now:
+            _, rel = heapq.heappop(self._due)
+            self._evaluate(rel, now)
+
+    def take(self, limit: int) -> list[ClaimRequest]:
+        """Up to `limit` ready files: highest profile priority first, then oldest."""
+        if limit <= 0 or not self._ready:
+            return []
+        chosen = sorted(self._ready, key=self._ready_order.__getitem__)[:limit]
+        for rel in chosen:
+            self._ready_order.pop(rel)
+            self.tracked.pop(rel, None)
+        return [self._ready.pop(rel) for rel in chosen]
+
+    def forget(self, rel: str) -> None:
+        self.tracked.pop(rel, None)
+        self._ready.pop(rel, None)
+        self._ready_order.pop(rel, None)
+
+    @property
+    def waiting(self) -> int:
+        return len(self.tracked)
+
+    @property
+    def ready_count(self) -> int:
+        return len(self._ready)
+
+    # -- internals -----------------------------------------------------------------------------
+    def _scan(self, now: float) -> None:
+        seen: set[str] = set()
+        for rel, st in self._walk(self.root, ""):
+            seen.add(rel)
+            self._record(rel, st, now)
+        for rel in [rel for rel in self.tracked if rel not in seen]:
+            self.forget(rel)  # gone (claimed by another daemon, or removed by a person)
+
+    def _walk(self, folder: Path, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except PermissionError as exc:
+            self._report_once(prefix or ".", f"cannot list inbox folder {folder}: {exc}")
+            return
+        for entry in entries:
+            if is_ignored_name(entry.name, self.patterns):
+                continue
+            rel = f"{prefix}{entry.name}"
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                yield from self._walk(Path(entry.path), rel + "/")
+            elif stat.S_ISREG(st.st_mode):
+                yield rel, st
+            elif stat.S_ISLNK(st.st_mode):
+                self._report_once(rel, f"not following symbolic link {rel!r} in the inbox; copy the file instead")
+            else:
+                self._report_once(rel, f"ignoring {rel!r}: not a regular file (FIFO, socket or device)")
+
+    def _observe_one(self, absolute: str, now: float) -> None:
+        try:
+            rel_path = Path(absolute).relative_to(self.root)
+        except ValueError:
+            return
+        if any(is_ignored_name(part, self.patterns) for part in rel_path.parts):
+            return
+        try:
+            st = os.stat(absolute, follow_symlinks=False)
+        except OSError:
+            return
+        if stat.S_ISREG(st.st_mode):
+            self._record(rel_path.as_posix(), st, now)
+
+    def _record(self, rel: str, st: os.stat_result, now: float) -> None:
+        observation = Observation(st.st_size, st.st_mtime_ns, st.st_ino)
+        previous = self.tracked.get(rel)
+        if rel in self._ready:
+            if previous is not None and previous.observation == observation:
+                return
+            self._ready.pop(rel)  # written to again after it looked complete: settle anew
+            self._ready_order.pop(rel, None)
+        tracked = observe(previous, observation, now)
+        if tracked is not previous:
+            self.tracked[rel] = tracked
+            heapq.heappush(self._due, (now + self.settle, rel))
+
+    def _evaluate(self, rel: str, now: float) -> None:
+        tracked = self.tracked.get(rel)
+        if tracked is None or rel in self._ready:
+            return
+        action = decide(tracked, now, self.settle, self.invalid_timeout)
+        if action is Action.SNIFF:
+            tracked.sniff = self._sniff(rel)
+            if tracked.sniff is None:
+                self.forget(rel)
+                return
+            action = decide(tracked, now, self.settle, self.invalid_timeout)
+        if action is Action.WAIT:
+            wait = next_check_in(tracked, now, self.settle, self.invalid_timeout)
+            if wait > 0:
+                heapq.heappush(self._due, (now + wait, rel))
+            return
+        self._ready[rel] = self._request(rel, tracked.sniff, failed=action is Action.CLAIM_FAILED)
+        priority = self._ready[rel].priority
+        self._ready_order[rel] = (-priority, tracked.observation.mtime_ns)
+
+    def _sniff(self, rel: str) -> Sniff | None:
+        try:
+            return sniff_file(self.root / rel)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("cannot read inbox file %r: %s", rel, exc)
+            return Sniff(Verdict.REJECT, error_type="unreadable", message=f"cannot read the file: {exc.strerror}")
+
+    def _request(self, rel: str, sniff: Sniff | None, *, failed: bool) -> ClaimRequest:
+        assert sniff is not None
+        parts = rel.split("/")
+        profile = profile_for(parts, self.config.profiles)
+        failure = None
+        if failed:
+            message = sniff.message or "the file is not a supported document"
+            if sniff.verdict is Verdict.INCOMPLETE:
+                message = f"{message} (unchanged for {self.settle + self.invalid_timeout:.0f} s)"
+            failure = JobError(type=sniff.error_type or "invalid_input", message=message)
+        return ClaimRequest(
+            inbox_path=rel,
+            profile=profile,
+            priority=self.config.profile(profile).priority,
+            kind=sniff.kind,
+            input_suffix=sniff.suffix,
+            engine=self.engine_for_profile(profile),
+            failure=failure,
+        )
+
+    def _report_once(self, key: str, message: str) -> None:
+        if key in self._reported:
+            return
+        if len(self._reported) >= _MAX_REPORTED:
+            self._reported.clear()
+        self._reported.add(key)
+        log.warning("%s", message)
+
+    def forget_reports(self) -> None:
+        """Periodically, so a long-lived oddity is mentioned again now and then."""
+        self._reported.clear()

@@ -1,0 +1,66 @@
+"""result.md and result_metadata.json from the page files, once every page is settled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..spool.model import JobMeta, iso, utc_now
+from ..spool.store import JobStore
+
+
+def page_separator(page: int, total: int) -> str:
+    """A rule that renders visibly, plus a comment that scripts can split on."""
+    return f"<!-- page {page} of {total} -->"
+
+
+def join_pages(pages: list[tuple[int, str | None, str | None]], total: int) -> str:
+    """Pure: [(page, markdown or None, failure or None)] -> one Markdown document."""
+    parts: list[str] = []
+    for page, markdown, failure in pages:
+        if parts:
+            parts.append("\n\n---\n\n")
+        parts.append(page_separator(page, total) + "\n\n")
+        if failure is not None:
+            parts.append(f"> **Page {page} could not be read:** {failure}\n")
+        else:
+            parts.append((markdown or "").strip() + "\n")
+    return "".join(parts)
+
+
+def assemble_result(store: JobStore, meta: JobMeta, failed: dict[int, str]) -> tuple[str, dict[str, Any]]:
+    total = meta.progress.pages_total or 0
+    pages: list[tuple[int, str | None, str | None]] = []
+    infos: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    for page in range(1, total + 1):
+        if page in failed:
+            pages.append((page, None, failed[page]))
+            infos.append({"page": page, "status": "failed", "error": failed[page]})
+            warnings.append(f"page {page}: {failed[page]}")
+            continue
+        markdown = store.read_page(meta.job_id, page)
+        if markdown is None:
+            raise FileNotFoundError(f"page {page} of {meta.job_id} is missing")
+        pages.append((page, markdown, None))
+        info = store.read_page_info(meta.job_id, page) or {"page": page, "status": "done"}
+        infos.append(info)
+        warnings.extend(f"page {page}: {w}" for w in info.get("warnings", []))
+    engines = sorted({i["engine"] for i in infos if i.get("engine")})
+    models = sorted({i["model"] for i in infos if i.get("model")})
+    result_meta = {
+        "job_id": meta.job_id,
+        "source": meta.source.model_dump(mode="json"),
+        "engine": engines[0] if len(engines) == 1 else engines,
+        "model": models[0] if len(models) == 1 else (models or None),
+        "pages_total": total,
+        "pages_done": total - len(failed),
+        "pages_failed": len(failed),
+        "attempts": meta.attempts,
+        "created_at": iso(meta.created_at),
+        "started_at": iso(meta.started_at),
+        "finished_at": iso(utc_now()),
+        "seconds_engine_total": round(sum(i.get("seconds_engine", 0.0) for i in infos), 3),
+        "warnings": warnings,
+        "pages": infos,
+    }
+    return join_pages(pages, total), result_meta

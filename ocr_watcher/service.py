@@ -1,0 +1,536 @@
+"""The daemon: wires intake -> job store -> pipeline together and owns every job state change.
+
+One main thread runs a short tick loop. Signal handlers only set flags; pipeline threads only send
+events; so every change to a job's metadata happens here, in one place, in order.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from .config import Config, ConfigError, ProfileConfig, load_config
+from .engines.base import Engine, EngineUnavailable
+from .engines.registry import build_engine, resolve_engine_name
+from .intake.intake import Intake
+from .pipeline.assemble import assemble_result
+from .pipeline.runner import Event, Opened, PageDone, PageFailed, Pipeline, PipelineSettings
+from .pipeline.scheduler import PageScheduler, RunningJob
+from .spool.atomic import atomic_write_json
+from .spool.claim import Claimer
+from .spool.layout import CANCEL, RETRY
+from .spool.model import RETRYABLE, TERMINAL, JobError, JobMeta, Status, Worker, iso, utc_now
+from .spool.store import JobStore
+
+log = logging.getLogger("ocr_watcher")
+TICK_SECONDS = 0.25
+CONTROL_CHECK_SECONDS = 1.0
+METADATA_FLUSH_SECONDS = 1.0
+
+
+class StartupError(Exception):
+    """The daemon cannot start (exit code 78 like a config error: restarting will not help)."""
+
+
+@dataclass
+class _Active:
+    job: RunningJob
+    meta: JobMeta
+    open_failures: int = 0
+    dirty: bool = False
+
+
+class Service:
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.worker_id = config.resolved_worker_id
+        self.host = socket.gethostname()
+        self.store = JobStore(config.outbox, fsync=config.jobs.fsync)
+        self.claimer = Claimer(config.inbox, self.store, self.worker_id)
+        self.intake = Intake(config, self._engine_name_for_profile)
+        self.scheduler = PageScheduler(config.pipeline.fast_lane_pages)
+        self.events: queue.Queue[Event] = queue.Queue()
+        self.active: dict[str, _Active] = {}
+        self._engines: dict[tuple, Engine] = {}
+        self._terminal: set[str] = set()  # completed jobs seen in the outbox: never read again
+        self._retryable: set[str] = set()  # failed/cancelled: watched for RETRY
+        self._stop_requested = False
+        self._reload_requested = False
+        self._lock_fd: int | None = None
+        self._last_heartbeat = 0.0
+        self._last_control = 0.0
+        self._last_flush = 0.0
+        self._last_outbox_scan = 0.0
+        self._last_rescan = time.monotonic()
+        self.pipeline = self._build_pipeline()
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _build_pipeline(self) -> Pipeline:
+        pipeline_config = self.config.pipeline
+        workers = self.config.worker_count
+        work_dir = (pipeline_config.work_dir or Path(tempfile.gettempdir())) / f"ocr-watcher-{os.getpid()}"
+        settings = PipelineSettings(
+            render_threads=workers,
+            engine_threads=workers,
+            render_ahead=max(2, workers),
+            render_timeout=pipeline_config.render_timeout_seconds,
+            render_memory_mb=pipeline_config.render_memory_mb,
+            work_dir=work_dir,
+            worker_id=self.worker_id,
+        )
+        return Pipeline(settings, self.scheduler, self.store, self._engine_for_job, self.events.put)
+
+    def _engine_name_for_profile(self, profile: str) -> str:
+        return resolve_engine_name(self.config.profile(profile).engine or self.config.engine)
+
+    def _engine(self, name: str, profile: ProfileConfig) -> Engine:
+        key = (name, profile.language, profile.dpi)
+        engine = self._engines.get(key)
+        if engine is None:
+            engine = build_engine(name, self.config, profile)
+            self._engines[key] = engine
+        return engine
+
+    def _engine_for_job(self, job: RunningJob) -> Engine:
+        return self._engine(job.engine, self.config.profile(job.profile))
+
+    def _acquire_worker_lock(self) -> None:
+        """One running daemon per worker id: two with the same id would resume each other's jobs."""
+        layout = self.store.layout
+        layout.workers.mkdir(parents=True, exist_ok=True)
+        path = layout.worker_lock(self.worker_id)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StartupError(
+                    f"worker_id {self.worker_id!r} is in use by another running daemon on this outbox; "
+                    "give each daemon its own worker_id"
+                ) from exc
+            raise
+        self._lock_fd = fd
+
+    def start(self) -> None:
+        for folder in (self.config.inbox, self.config.outbox):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._acquire_worker_lock()
+        for profile in {"default", *self.config.profiles}:
+            name = self._engine_name_for_profile(profile)
+            try:
+                self._engine(name, self.config.profile(profile))
+            except EngineUnavailable as exc:
+                raise StartupError(f"engine {name!r} (profile {profile!r}) cannot run: {exc}") from exc
+        self._write_heartbeat()
+        recovered = self.claimer.recover(self._worker_is_gone)
+        if recovered:
+            log.info("finished %d claims interrupted by a crash", len(recovered))
+        self._scan_outbox(startup=True)
+        self.intake.start_watching()
+        self.pipeline.start()
+        log.info(
+            "ocr-watcher started: worker %s, inbox %s, outbox %s, engine %s, %d workers, settle %.1f s",
+            self.worker_id,
+            self.config.inbox,
+            self.config.outbox,
+            self._engine_name_for_profile("default"),
+            self.config.worker_count,
+            self.intake.settle,
+        )
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self) -> int:
+        self.start()
+        try:
+            while not self._stop_requested:
+                self._tick()
+        finally:
+            self.shutdown()
+        return 0
+
+    def _tick(self) -> None:
+        try:
+            event = self.events.get(timeout=TICK_SECONDS)
+        except queue.Empty:
+            event = None
+        while event is not None:
+            try:
+                self._handle(event)
+            except Exception:  # a bug around one job must not stop the others
+                log.exception("%s: internal error while handling %s", event.job.job_id, type(event).__name__)
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                event = None
+        now = time.monotonic()
+        if self._reload_requested:
+            self._reload()
+        if now - self._last_heartbeat >= self._heartbeat_interval:
+            self._check_fencing()
+            self._write_heartbeat()
+        self.intake.refresh(now)
+        self._claim_ready()
+        if now - self._last_control >= CONTROL_CHECK_SECONDS:
+            self._check_controls()
+            self._last_control = now
+        if now - self._last_outbox_scan >= self.config.jobs.outbox_scan_interval_seconds:
+            self._scan_outbox()
+        if now - self._last_flush >= METADATA_FLUSH_SECONDS:
+            self._flush_dirty()
+            self._last_flush = now
+        if now - self._last_rescan >= self.config.intake.rescan_interval_seconds:
+            self.intake.forget_reports()
+            self._last_rescan = now
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+
+    def shutdown(self) -> None:
+        log.info("stopping: finishing pages in flight (up to %.0f s)", self.config.pipeline.shutdown_grace_seconds)
+        self.intake.stop_watching()
+        self.pipeline.stop(self.config.pipeline.shutdown_grace_seconds)
+        while True:
+            try:
+                self._handle(self.events.get_nowait(), stopping=True)
+            except queue.Empty:
+                break
+        for active in list(self.active.values()):
+            active.dirty = True
+        self._flush_dirty()
+        for engine in self._engines.values():
+            engine.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        log.info("stopped; %d unfinished jobs will resume on the next start", len(self.active))
+
+    # -- intake -> claims ------------------------------------------------------------------------
+    def _claim_ready(self) -> None:
+        waiting = sum(1 for a in self.active.values() if a.meta.status is Status.QUEUED)
+        for request in self.intake.take(self.config.intake.max_queued_jobs - waiting):
+            try:
+                job_id = self.claimer.claim(request)
+            except OSError as exc:
+                log.error("cannot claim %s: %s (it stays in the inbox)", request.inbox_path, exc)
+                continue
+            except Exception:
+                log.exception("internal error while claiming %s; recovery will finish it", request.inbox_path)
+                continue
+            if job_id is None:
+                continue  # another daemon took it, or it was removed
+            meta = self.store.try_load(job_id)
+            if meta is not None and meta.status is Status.QUEUED:
+                self._activate(meta)
+            elif meta is not None:
+                self._note_terminal(meta)
+
+    # -- job lifecycle ---------------------------------------------------------------------------
+    def _activate(self, meta: JobMeta) -> None:
+        paths = self.store.paths(meta.job_id)
+        self.store.sweep_temp_files(meta.job_id)
+        done = self.store.done_pages(meta.job_id)
+        job = RunningJob(
+            job_id=meta.job_id,
+            input_path=paths.input(meta.input_file),
+            kind=meta.kind or "pdf",
+            priority=meta.priority,
+            created_at=meta.created_at.timestamp(),
+            profile=meta.profile,
+            engine=self._engine_name_for_profile(meta.profile) if meta.engine is None else meta.engine.kind,
+            epoch=meta.worker.epoch,
+            done=done,
+            served=len(done),
+        )
+        self.active[meta.job_id] = _Active(job, meta)
+        self._retryable.discard(meta.job_id)
+        self.scheduler.add(job)
+
+    def _handle(self, event: Event, stopping: bool = False) -> None:
+        active = self.active.get(event.job.job_id)
+        if active is None or active.job is not event.job:
+            return  # a job we stopped working on (cancelled, taken over)
+        if isinstance(event, Opened):
+            self._on_opened(active, event, stopping)
+        elif isinstance(event, PageDone):
+            event.job.in_flight.discard(event.page)
+            event.job.done.add(event.page)
+            event.job.failed.pop(event.page, None)
+            self._progress(active)
+        elif isinstance(event, PageFailed):
+            self._on_page_failed(active, event, stopping)
+
+    def _on_opened(self, active: _Active, event: Opened, stopping: bool) -> None:
+        job = active.job
+        job.opening = False
+        if event.error is not None:
+            self._finish(active, Status.FAILED, JobError(type=event.error.type, message=str(event.error)))
+            return
+        if event.info is None:
+            active.open_failures += 1
+            if active.open_failures > self.config.pipeline.page_retries:
+                message = f"the document could not be opened: {event.transient}"
+                self._finish(active, Status.FAILED, JobError(type="render_failed", message=message))
+            elif not stopping:
+                self.scheduler.add(job)
+            return
+        job.pages_total = event.info.pages
+        job.pending.extend(p for p in range(1, job.pages_total + 1) if p not in job.done)
+        job.done &= set(range(1, job.pages_total + 1))
+        if active.meta.status is Status.QUEUED:
+            active.meta.transition(Status.PROCESSING)
+            active.meta.worker.heartbeat_at = utc_now()
+            log.info("%s: processing, %d pages (%d already done)", job.job_id, job.pages_total, len(job.done))
+            self._save(active)
+        if not stopping:
+            self.scheduler.add(job)
+        self._progress(active)
+
+    def _on_page_failed(self, active: _Active, event: PageFailed, stopping: bool) -> None:
+        job = active.job
+        job.in_flight.discard(event.page)
+        if job.cancelled:
+            return
+        retries_left = job.attempts.get(event.page, 1) <= self.config.pipeline.page_retries
+        if not event.permanent and retries_left:
+            log.warning("%s: page %d failed (%s); retrying", job.job_id, event.page, event.error)
+            if stopping:
+                job.pending.appendleft(event.page)
+            else:
+                self.scheduler.requeue(job, event.page)
+            return
+        log.warning("%s: page %d failed for good: %s", job.job_id, event.page, event.error)
+        job.failed[event.page] = event.error
+        self._progress(active)
+
+    def _progress(self, active: _Active) -> None:
+        job = active.job
+        active.meta.set_progress(job.pages_total, len(job.done), len(job.failed))
+        active.dirty = True
+        if job.finished:
+            self._complete(active)
+
+    def _complete(self, active: _Active) -> None:
+        job = active.job
+        total = job.pages_total or 0
+        if total and len(job.failed) / total > self.config.pipeline.max_page_error_rate:
+            first = min(job.failed)
+            message = (
+                f"{len(job.failed)} of {total} pages failed (limit {self.config.pipeline.max_page_error_rate:.0%});"
+                f" page {first}: {job.failed[first]}"
+            )
+            self._finish(active, Status.FAILED, JobError(type="pages_failed", message=message))
+            return
+        try:
+            markdown, result_meta = assemble_result(self.store, active.meta, job.failed)
+            self.store.write_result(job.job_id, markdown, result_meta)
+        except FileNotFoundError:
+            self._forget(job.job_id, "its folder was deleted")
+            return
+        active.meta.warnings = result_meta["warnings"][:100]
+        self._finish(active, Status.COMPLETED)
+
+    def _finish(self, active: _Active, status: Status, error: JobError | None = None) -> None:
+        job = active.job
+        job.cancelled = True  # nothing more of this job is processed
+        if active.meta.status is Status.QUEUED and status is Status.COMPLETED:
+            active.meta.transition(Status.PROCESSING)
+        active.meta.transition(status, error=error)
+        self._save(active)
+        del self.active[job.job_id]
+        self._note_terminal(active.meta)
+        pages = f"{len(job.done)}/{job.pages_total}" if job.pages_total is not None else "-"
+        detail = f": {error.type}: {error.message}" if error else ""
+        log.info("%s: %s (pages %s)%s", job.job_id, status.value, pages, detail)
+
+    def _forget(self, job_id: str, why: str) -> None:
+        active = self.active.pop(job_id, None)
+        if active is not None:
+            active.job.cancelled = True
+            log.warning("%s: no longer working on it: %s", job_id, why)
+
+    def _save(self, active: _Active) -> None:
+        """Write metadata.json, unless the job was deleted or taken over meanwhile."""
+        job_id = active.job.job_id
+        if self.store.is_fenced(job_id, active.job.epoch):
+            self._forget(job_id, "another daemon has taken it over")
+            return
+        active.meta.updated_at = utc_now()
+        active.meta.worker.heartbeat_at = active.meta.updated_at
+        try:
+            self.store.save(active.meta)
+            active.dirty = False
+        except FileNotFoundError:
+            self._forget(job_id, "its folder was deleted (treated as cancel)")
+        except OSError as exc:
+            log.error("%s: cannot write metadata.json: %s (will try again)", job_id, exc)
+
+    def _flush_dirty(self) -> None:
+        for active in list(self.active.values()):
+            if active.dirty:
+                self._save(active)
+
+    def _note_terminal(self, meta: JobMeta) -> None:
+        if meta.status is Status.COMPLETED:
+            self._terminal.add(meta.job_id)
+        elif meta.status in RETRYABLE:
+            self._retryable.add(meta.job_id)
+
+    # -- control files, retry, takeover ----------------------------------------------------------
+    def _check_controls(self) -> None:
+        for job_id, active in list(self.active.items()):
+            paths = self.store.paths(job_id)
+            if not paths.dir.exists():
+                self._forget(job_id, "its folder was deleted (treated as cancel)")
+            elif paths.cancel.exists():
+                error = JobError(type="cancelled", message="cancelled by a CANCEL file")
+                self._finish(active, Status.CANCELLED, error)
+                self.store.clear_control(job_id, CANCEL)
+        for job_id in list(self._retryable):
+            if self.store.has_control(job_id, RETRY):
+                self._retry(job_id)
+
+    def _retry(self, job_id: str) -> None:
+        meta = self.store.try_load(job_id)
+        self._retryable.discard(job_id)
+        if meta is None or meta.status not in RETRYABLE:
+            if meta is not None and meta.status is Status.COMPLETED:
+                log.info("%s: completed; RETRY ignored", job_id)
+                self.store.clear_control(job_id, RETRY)
+            return
+        if not self._take_over(meta, reason="retry requested"):
+            return
+        meta.transition(Status.QUEUED)
+        self.store.remove_result(job_id)
+        self.store.save(meta)
+        self.store.clear_control(job_id, RETRY)
+        self.store.clear_control(job_id, CANCEL)
+        log.info("%s: queued again (attempt %d)", job_id, meta.attempts)
+        self._activate(meta)
+
+    def _take_over(self, meta: JobMeta, *, reason: str) -> bool:
+        """Become the job's owner at the next epoch (exactly one daemon can)."""
+        epoch = meta.worker.epoch + 1
+        try:
+            if not self.store.take_lease(meta.job_id, epoch):
+                return False
+        except FileNotFoundError:
+            return False
+        previous = meta.worker.id
+        meta.worker = Worker(id=self.worker_id, host=self.host, pid=os.getpid(), heartbeat_at=utc_now(), epoch=epoch)
+        if previous != self.worker_id:
+            log.info("%s: taken over from %s (%s)", meta.job_id, previous, reason)
+        return True
+
+    def _scan_outbox(self, startup: bool = False) -> None:
+        self._last_outbox_scan = time.monotonic()
+        if not startup:  # claims are made on this thread, so none of ours is half-way now
+            for job_id in self.claimer.recover(self._worker_is_gone):
+                log.warning("%s: finished an interrupted claim", job_id)
+        seen: set[str] = set()
+        heartbeats: dict[str, datetime | None] = {}
+        for job_id in self.store.iter_job_ids():
+            seen.add(job_id)
+            if job_id in self.active or job_id in self._terminal or job_id in self._retryable:
+                continue
+            meta = self.store.try_load(job_id)
+            if meta is None:
+                continue
+            if meta.status in TERMINAL:
+                self._note_terminal(meta)
+            elif meta.worker.id == self.worker_id and (startup or not self._is_fenced_meta(meta)):
+                log.info("%s: resuming (%s, %d pages done)", job_id, meta.status.value, meta.progress.pages_done)
+                self._activate(meta)
+            elif self._lease_expired(meta, heartbeats) and self._take_over(meta, reason="heartbeat expired"):
+                self.store.save(meta)
+                self._activate(meta)
+        self._terminal &= seen
+        self._retryable &= seen
+
+    def _is_fenced_meta(self, meta: JobMeta) -> bool:
+        return self.store.is_fenced(meta.job_id, meta.worker.epoch)
+
+    def _lease_expired(self, meta: JobMeta, cache: dict[str, datetime | None]) -> bool:
+        worker = meta.worker.id
+        if worker not in cache:
+            cache[worker] = self._read_heartbeat(worker)
+        beats = [moment for moment in (cache[worker], meta.worker.heartbeat_at) if moment is not None]
+        if not beats:
+            return True
+        return (utc_now() - max(beats)).total_seconds() > self.config.jobs.heartbeat_lease_seconds
+
+    def _worker_is_gone(self, worker_id: str) -> bool:
+        beat = self._read_heartbeat(worker_id)
+        return beat is None or (utc_now() - beat).total_seconds() > self.config.jobs.heartbeat_lease_seconds
+
+    # -- heartbeats and fencing ------------------------------------------------------------------
+    @property
+    def _heartbeat_interval(self) -> float:
+        return max(0.2, self.config.jobs.heartbeat_lease_seconds / 4)
+
+    def _read_heartbeat(self, worker_id: str) -> datetime | None:
+        path = self.store.layout.worker_heartbeat(worker_id)
+        try:
+            return datetime.fromisoformat(json.loads(path.read_bytes())["heartbeat_at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _write_heartbeat(self) -> None:
+        self._last_heartbeat = time.monotonic()
+        record = {
+            "worker_id": self.worker_id,
+            "host": self.host,
+            "pid": os.getpid(),
+            "heartbeat_at": iso(utc_now()),
+            "active_jobs": len(self.active),
+        }
+        try:
+            atomic_write_json(self.store.layout.worker_heartbeat(self.worker_id), record, fsync=False)
+        except OSError as exc:
+            log.error("cannot write the heartbeat file: %s", exc)
+
+    def _check_fencing(self) -> None:
+        """After a pause (SIGSTOP, a stalled share) another daemon may own some of our jobs."""
+        for job_id, active in list(self.active.items()):
+            if self.store.is_fenced(job_id, active.job.epoch):
+                self._forget(job_id, "another daemon has taken it over")
+
+    # -- reload ----------------------------------------------------------------------------------
+    def _reload(self) -> None:
+        self._reload_requested = False
+        overrides = {"inbox": str(self.config.inbox), "outbox": str(self.config.outbox)}
+        try:
+            new = load_config(self.config_path, overrides=overrides)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        self.config = new
+        self.intake.apply_config(new)
+        logging.getLogger().setLevel(new.log_level.upper())
+        log.info("configuration reloaded")
+
+
+def install_signal_handlers(service: Service) -> None:
+    def stop(signum: int, _frame: object) -> None:
+        if service._stop_requested and signum == signal.SIGINT:
+            os._exit(130)  # a second Ctrl-C: leave now; the next start resumes from checkpoints
+        service.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, lambda *_: service.request_reload())

@@ -1,0 +1,213 @@
+"""Claiming a file: from the inbox into a job folder, exactly once, across crashes and daemons.
+
+The sequence (each step survives a crash at any point; `recover_claims` finishes or undoes it):
+
+1. mkdir `<inbox>/.ocr-watcher/claims/<job_id>/` and write `claim.json` (who, what, where from).
+2. rename the inbox file to `claims/<job_id>/input<ext>` — THE claim: one atomic rename on the
+   inbox's filesystem, so of several daemons exactly one wins; the others see ENOENT.
+3. assemble the job folder under `<outbox>/.ocr-watcher/incoming/<job_id>/` (metadata.json, then
+   the input moved in: a rename on one filesystem, else copy + fsync + rename).
+4. rename the staged folder to `<outbox>/<job_id>` — the job appears whole — then remove the claim.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from .atomic import atomic_write_json, fsync_dir, temp_name_for
+from .ids import new_job_id
+from .layout import InboxLayout
+from .model import EngineInfo, JobError, JobMeta, Source, Status, Worker, iso, utc_now
+from .store import JobStore
+
+log = logging.getLogger("ocr_watcher.claim")
+CLAIM_RECORD = "claim.json"
+_COPY_CHUNK = 1 << 20
+
+
+@dataclass
+class ClaimRequest:
+    """What intake decided about a ready file."""
+
+    inbox_path: str  # relative to the inbox, POSIX separators
+    profile: str
+    priority: int
+    kind: str | None  # "pdf" | "image" | None when unsupported
+    input_suffix: str  # ".pdf", ".png", ... (the input file in the job folder is input<suffix>)
+    engine: str
+    failure: JobError | None = None  # set: the job is created failed, with this error
+
+
+@dataclass
+class ClaimRecord:
+    job_id: str
+    worker_id: str
+    claimed_at: str
+    request: dict
+
+    @classmethod
+    def read(cls, path: Path) -> ClaimRecord | None:
+        try:
+            return cls(**json.loads(path.read_bytes()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+class Claimer:
+    def __init__(self, inbox: Path, store: JobStore, worker_id: str) -> None:
+        self.inbox = InboxLayout(inbox)
+        self.store = store
+        self.worker_id = worker_id
+
+    def claim(self, request: ClaimRequest, now: datetime | None = None) -> str | None:
+        """Claim one inbox file; the new job id, or None when another daemon (or a person) was first."""
+        now = now or utc_now()
+        name = Path(request.inbox_path).name
+        job_id = new_job_id(name, now)
+        claim_dir = self.inbox.claims / job_id
+        claim_dir.mkdir(parents=True)
+        fields = asdict(request)
+        fields["failure"] = request.failure.model_dump() if request.failure else None
+        record = ClaimRecord(job_id, self.worker_id, now.isoformat(), fields)
+        atomic_write_json(claim_dir / CLAIM_RECORD, asdict(record), fsync=self.store.fsync)
+        claimed = claim_dir / f"input{request.input_suffix}"
+        try:
+            os.rename(self.inbox.root / request.inbox_path, claimed)
+        except FileNotFoundError:
+            # On NFS a rename whose reply was lost reports failure although it happened.
+            if not claimed.exists():
+                shutil.rmtree(claim_dir, ignore_errors=True)
+                return None
+        if self.store.fsync:
+            fsync_dir(claim_dir)
+        self._finish(record, claim_dir)
+        return job_id
+
+    def recover(self, is_abandoned) -> list[str]:
+        """Finish claims a crash interrupted: ours, or others' whose owner `is_abandoned(worker_id)`."""
+        finished: list[str] = []
+        try:
+            claim_dirs = sorted(self.inbox.claims.iterdir())
+        except FileNotFoundError:
+            return finished
+        for claim_dir in claim_dirs:
+            record = ClaimRecord.read(claim_dir / CLAIM_RECORD)
+            if record is None:
+                if not _input_in(claim_dir):  # crashed before the rename: nothing was claimed
+                    shutil.rmtree(claim_dir, ignore_errors=True)
+                continue
+            if record.worker_id != self.worker_id and not is_abandoned(record.worker_id):
+                continue
+            if self._finish(record, claim_dir):
+                finished.append(record.job_id)
+        return finished
+
+    # -- internals -----------------------------------------------------------------------------
+    def _finish(self, record: ClaimRecord, claim_dir: Path) -> bool:
+        """Steps 3-4; idempotent, so recovery can run it again from any point."""
+        job_id = record.job_id
+        final = self.store.paths(job_id).dir
+        staged = self.store.layout.staging / job_id
+        claimed = _input_in(claim_dir)
+        if final.exists():
+            if claimed is not None and (final / claimed.name).exists():
+                claimed.unlink()  # a cross-filesystem copy finished; only the original was left
+            shutil.rmtree(claim_dir, ignore_errors=True)
+            return True
+        if claimed is None:
+            if _input_in(staged) is not None and (staged / "metadata.json").exists():
+                self._publish(staged, final)  # crashed between moving the input and publishing
+                shutil.rmtree(claim_dir, ignore_errors=True)
+                return True
+            shutil.rmtree(claim_dir, ignore_errors=True)  # the rename never happened
+            shutil.rmtree(staged, ignore_errors=True)
+            return False
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir(parents=True)
+        (staged / "pages").mkdir()
+        size, digest = _size_and_sha256(claimed)
+        request = ClaimRequest(**record.request)
+        if isinstance(request.failure, dict):
+            request.failure = JobError.model_validate(request.failure)
+        meta = _initial_metadata(record, request, claimed.name, size, digest)
+        atomic_write_json(staged / "metadata.json", meta.to_json(), fsync=self.store.fsync)
+        same_fs = claimed.stat().st_dev == staged.stat().st_dev
+        if same_fs:
+            os.rename(claimed, staged / claimed.name)
+        else:
+            _copy_durably(claimed, staged / claimed.name)
+        self._publish(staged, final)
+        if not same_fs:
+            claimed.unlink()
+        shutil.rmtree(claim_dir, ignore_errors=True)
+        log.info(
+            "%s: claimed %s as %s (profile %s)%s",
+            job_id,
+            request.inbox_path,
+            meta.status.value,
+            request.profile,
+            f": {request.failure.message}" if request.failure else "",
+        )
+        return True
+
+    def _publish(self, staged: Path, final: Path) -> None:
+        os.rename(staged, final)
+        if self.store.fsync:
+            fsync_dir(final.parent)
+
+
+def _input_in(folder: Path) -> Path | None:
+    try:
+        for path in folder.iterdir():
+            if path.name.startswith("input"):
+                return path
+    except FileNotFoundError:
+        pass
+    return None
+
+
+def _size_and_sha256(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_COPY_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _copy_durably(src: Path, dst: Path) -> None:
+    tmp = temp_name_for(dst)
+    with open(src, "rb") as fin, open(tmp, "wb") as fout:
+        shutil.copyfileobj(fin, fout, _COPY_CHUNK)
+        fout.flush()
+        os.fsync(fout.fileno())
+    os.rename(tmp, dst)
+
+
+def _initial_metadata(record: ClaimRecord, request: ClaimRequest, input_file: str, size: int, digest: str) -> JobMeta:
+    now = utc_now()
+    meta = JobMeta(
+        job_id=record.job_id,
+        source=Source(name=Path(request.inbox_path).name, inbox_path=request.inbox_path, size=size, sha256=digest),
+        input_file=input_file,
+        kind=request.kind,
+        profile=request.profile,
+        priority=request.priority,
+        created_at=datetime.fromisoformat(record.claimed_at),
+        updated_at=now,
+        engine=EngineInfo(kind=request.engine),
+        worker=Worker(id=record.worker_id, host=socket.gethostname(), pid=os.getpid(), heartbeat_at=now),
+    )
+    meta.history.append({"status": Status.QUEUED.value, "at": iso(meta.created_at)})
+    if request.failure is not None:
+        meta.transition(Status.FAILED, now=now, error=request.failure)
+    return meta

@@ -1,0 +1,106 @@
+"""The one place that knows where things live in the inbox and the outbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+INTERNAL_DIR = ".ocr-watcher"  # hidden: ignored by the watcher, never a job
+METADATA = "metadata.json"
+RESULT_MD = "result.md"
+RESULT_METADATA = "result_metadata.json"
+PAGES_DIR = "pages"
+IMAGES_DIR = "images"
+CANCEL = "CANCEL"
+RETRY = "RETRY"
+LEASE_PREFIX = ".lease-"
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    dir: Path
+
+    @property
+    def job_id(self) -> str:
+        return self.dir.name
+
+    @property
+    def metadata(self) -> Path:
+        return self.dir / METADATA
+
+    @property
+    def pages(self) -> Path:
+        return self.dir / PAGES_DIR
+
+    @property
+    def images(self) -> Path:
+        return self.dir / IMAGES_DIR
+
+    @property
+    def result_md(self) -> Path:
+        return self.dir / RESULT_MD
+
+    @property
+    def result_metadata(self) -> Path:
+        return self.dir / RESULT_METADATA
+
+    @property
+    def cancel(self) -> Path:
+        return self.dir / CANCEL
+
+    @property
+    def retry(self) -> Path:
+        return self.dir / RETRY
+
+    def input(self, input_file: str) -> Path:
+        return self.dir / input_file
+
+    def page_md(self, page: int) -> Path:
+        return self.pages / f"{page:04d}.md"
+
+    def page_info(self, page: int) -> Path:
+        return self.pages / f"{page:04d}.json"
+
+    def lease(self, epoch: int) -> Path:
+        return self.dir / f"{LEASE_PREFIX}{epoch}"
+
+
+@dataclass(frozen=True)
+class OutboxLayout:
+    root: Path
+
+    @property
+    def internal(self) -> Path:
+        return self.root / INTERNAL_DIR
+
+    @property
+    def staging(self) -> Path:
+        """Job folders are assembled here, then renamed into the outbox whole."""
+        return self.internal / "incoming"
+
+    @property
+    def workers(self) -> Path:
+        return self.internal / "workers"
+
+    def worker_heartbeat(self, worker_id: str) -> Path:
+        return self.workers / f"{worker_id}.json"
+
+    def worker_lock(self, worker_id: str) -> Path:
+        return self.workers / f"{worker_id}.lock"
+
+    def job(self, job_id: str) -> JobPaths:
+        return JobPaths(self.root / job_id)
+
+
+@dataclass(frozen=True)
+class InboxLayout:
+    root: Path
+
+    @property
+    def claims(self) -> Path:
+        """The hidden claim area: on the inbox's own filesystem, so the claim is one rename."""
+        return self.root / INTERNAL_DIR / "claims"
+
+    @property
+    def uploads(self) -> Path:
+        return self.root / INTERNAL_DIR / "uploads"
