@@ -1,0 +1,126 @@
+"""The daemon's control surface, with real subprocesses: profiles, images, the CLI, deletion as
+cancel, graceful stop, and takeover of a dead daemon's job."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+from .daemon import Daemon, drop
+from .pdfgen import cer, multipage_tiff, sample_lines, scanned_image, scanned_pdf, text_pdf
+
+
+def test_subfolders_select_profiles_and_images_are_jobs(tmp_path: Path) -> None:
+    """Given a profile `urgent` with priority 10, when files are dropped in `urgent/`, in an unknown
+    subfolder and at the top, then each gets its profile and priority; PNG, JPEG and a 2-page TIFF
+    are OCRed like PDFs; ignored names stay in the inbox untouched."""
+    daemon = Daemon(tmp_path, profiles={"urgent": {"priority": 10}}).start()
+    lines = sample_lines(5, seed=7)
+    try:
+        drop(daemon.inbox, scanned_image(tmp_path / "photo.png", lines, "PNG"), "urgent/photo.png")
+        drop(daemon.inbox, scanned_image(tmp_path / "scan.jpg", lines, "JPEG"), "misc/deeper/scan.jpg")
+        drop(daemon.inbox, multipage_tiff(tmp_path / "fax.tif", [lines, sample_lines(5, seed=8)]))
+        (daemon.inbox / "draft.pdf.part").write_bytes(b"%PDF-1.4 partial")
+        (daemon.inbox / "~$lock.docx").write_bytes(b"lock")
+        jobs = {name: daemon.wait_for_job(name, {"completed", "failed"}) for name in ("photo.png", "scan.jpg", "fax.tif")}
+        time.sleep(1.0)
+    finally:
+        daemon.stop()
+    assert {name: (job["profile"], job["priority"]) for name, job in jobs.items()} == {
+        "photo.png": ("urgent", 10),
+        "scan.jpg": ("default", 0),
+        "fax.tif": ("default", 0),
+    }
+    assert jobs["scan.jpg"]["source"]["inbox_path"] == "misc/deeper/scan.jpg"
+    for name, job in jobs.items():
+        assert job["status"] == "completed", job
+        assert job["kind"] == "image"
+    assert (daemon.job_dir(jobs["photo.png"]) / "input.png").exists()
+    assert (daemon.job_dir(jobs["scan.jpg"]) / "input.jpg").exists()
+    assert jobs["fax.tif"]["progress"]["pages_total"] == 2
+    assert cer("\n".join(lines), (daemon.job_dir(jobs["photo.png"]) / "pages" / "0001.md").read_text()) < 0.05
+    assert (daemon.inbox / "draft.pdf.part").exists() and (daemon.inbox / "~$lock.docx").exists()
+    assert len(daemon.jobs()) == 3
+
+
+def test_cli_submit_wait_jobs_status(tmp_path: Path) -> None:
+    """Given a running daemon, `submit --wait` copies a file in and waits for its job; `jobs`,
+    `status` (by prefix) and `wait` report it; ambiguous and unknown prefixes are refused."""
+    daemon = Daemon(tmp_path, engine="text").start()
+    first = text_pdf(tmp_path / "first.pdf", [["The first document"]])
+    second = text_pdf(tmp_path / "second.pdf", [["The second document"]])
+    try:
+        submitted = daemon.cli("submit", str(first), str(second), "--wait", "--timeout", "60")
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        assert first.exists(), "submit copies; the caller's file stays"
+        listed = daemon.cli("jobs", "--json")
+        jobs = json.loads(listed.stdout)
+        assert sorted(j["source"]["name"] for j in jobs) == ["first.pdf", "second.pdf"]
+        job_id = next(j["job_id"] for j in jobs if j["source"]["name"] == "first.pdf")
+        assert job_id in submitted.stdout
+
+        status = daemon.cli("status", job_id[:8], "--json")
+        assert status.returncode == 0 and json.loads(status.stdout)["status"] == "completed"
+        waited = daemon.cli("wait", job_id[:8])
+        assert waited.returncode == 0 and "completed" in waited.stdout
+        assert daemon.cli("jobs", "--status", "failed", "--json").stdout.strip() == "[]"
+
+        ambiguous = daemon.cli("status", "")
+        assert ambiguous.returncode == 2
+        unknown = daemon.cli("status", "nosuchjob")
+        assert unknown.returncode == 2 and "no job matches" in unknown.stderr
+        escape = daemon.cli("cancel", "../outbox")
+        assert escape.returncode == 2
+        again = daemon.cli("submit", str(first))  # the same name again while the first is gone: a new job
+        assert again.returncode == 0
+        daemon.wait_until(lambda: len(daemon.jobs()) == 3, 60, "a third job")
+    finally:
+        daemon.stop()
+    result = (daemon.outbox / job_id / "result.md").read_text()
+    assert "The first document" in result
+
+
+def test_deleting_a_job_folder_cancels_it_and_sigterm_stops_cleanly(tmp_path: Path) -> None:
+    """Given a long job in progress, when its folder is deleted, then the daemon stops working on it
+    (no folder comes back) and keeps serving; SIGTERM then stops the daemon with exit code 0."""
+    daemon = Daemon(tmp_path, pipeline={"workers": 1}).start()
+    drop(daemon.inbox, scanned_pdf(tmp_path / "long.pdf", [sample_lines(4, seed=s) for s in range(30)]))
+    job = daemon.wait_for_job("long.pdf", {"processing"})
+    daemon.wait_until(lambda: daemon.job_for("long.pdf")["progress"]["pages_done"] >= 1, 60, "a page")
+    import shutil
+
+    shutil.rmtree(daemon.job_dir(job))
+    daemon.wait_until(lambda: "folder was deleted" in daemon.log(), 30, "the deletion to be noticed")
+    drop(daemon.inbox, text_pdf(tmp_path / "next.pdf", [["Next one"]]))
+    assert daemon.wait_for_job("next.pdf", {"completed", "failed"})["status"] == "completed"
+    time.sleep(1.0)
+    assert not daemon.job_dir(job).exists()
+    assert daemon.stop() == 0
+    assert "stopped;" in daemon.log()
+
+
+def test_a_dead_daemons_job_is_taken_over_after_its_lease(tmp_path: Path) -> None:
+    """Given two daemons, when the one processing a job is killed, then once its heartbeat lease
+    (3 s here) expires the other takes the job over, finishes it, and keeps the pages already done."""
+    lease = {"jobs": {"heartbeat_lease_seconds": 3, "outbox_scan_interval_seconds": 0.5}}
+    first = Daemon(tmp_path, "first", pipeline={"workers": 1}, **lease).start()
+    source = scanned_pdf(tmp_path / "shared.pdf", [sample_lines(4, seed=s) for s in range(12)])
+    drop(first.inbox, source)
+    job = first.wait_for_job("shared.pdf", {"processing"})
+    first.wait_until(lambda: first.job_for("shared.pdf")["progress"]["pages_done"] >= 3, 60, "3 pages")
+    first.kill(signal.SIGKILL)
+    pages_dir = first.job_dir(job) / "pages"
+    before = {p.name: p.stat().st_mtime_ns for p in pages_dir.glob("*.md")}
+
+    second = Daemon(tmp_path, "second", **lease).start()
+    try:
+        done = second.wait_for_job("shared.pdf", {"completed", "failed"}, timeout=120)
+    finally:
+        second.stop()
+    assert done["status"] == "completed"
+    assert done["worker"]["id"] == "second" and done["worker"]["epoch"] == 2
+    assert "taken over from first" in second.log()
+    for name, mtime in before.items():
+        assert (pages_dir / name).stat().st_mtime_ns == mtime, f"{name} was redone"
