@@ -8,6 +8,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from .daemon import Daemon, drop
 from .pdfgen import cer, multipage_tiff, sample_lines, scanned_image, scanned_pdf, text_pdf
 
@@ -24,7 +26,9 @@ def test_subfolders_select_profiles_and_images_are_jobs(tmp_path: Path) -> None:
         drop(daemon.inbox, multipage_tiff(tmp_path / "fax.tif", [lines, sample_lines(5, seed=8)]))
         (daemon.inbox / "draft.pdf.part").write_bytes(b"%PDF-1.4 partial")
         (daemon.inbox / "~$lock.docx").write_bytes(b"lock")
-        jobs = {name: daemon.wait_for_job(name, {"completed", "failed"}) for name in ("photo.png", "scan.jpg", "fax.tif")}
+        jobs = {
+            name: daemon.wait_for_job(name, {"completed", "failed"}) for name in ("photo.png", "scan.jpg", "fax.tif")
+        }
         time.sleep(1.0)
     finally:
         daemon.stop()
@@ -34,7 +38,7 @@ def test_subfolders_select_profiles_and_images_are_jobs(tmp_path: Path) -> None:
         "fax.tif": ("default", 0),
     }
     assert jobs["scan.jpg"]["source"]["inbox_path"] == "misc/deeper/scan.jpg"
-    for name, job in jobs.items():
+    for job in jobs.values():
         assert job["status"] == "completed", job
         assert job["kind"] == "image"
     assert (daemon.job_dir(jobs["photo.png"]) / "input.png").exists()
@@ -124,3 +128,54 @@ def test_a_dead_daemons_job_is_taken_over_after_its_lease(tmp_path: Path) -> Non
     assert "taken over from first" in second.log()
     for name, mtime in before.items():
         assert (pages_dir / name).stat().st_mtime_ns == mtime, f"{name} was redone"
+
+
+def _pdf_with_a_hanging_page(tmp_path: Path) -> Path:
+    from pypdf import PdfReader, PdfWriter
+
+    from .pdfgen import slow_pdf
+
+    writer = PdfWriter()
+    for part in (
+        text_pdf(tmp_path / "a.pdf", [["Alpha page one"], ["Beta page two"]]),
+        slow_pdf(tmp_path / "slow.pdf", shapes=6000),  # page 3: seconds of rendering
+        text_pdf(tmp_path / "b.pdf", [["Gamma page four"]]),
+    ):
+        for page in PdfReader(part).pages:
+            writer.add_page(page)
+    target = tmp_path / "mixed.pdf"
+    with target.open("wb") as fh:
+        writer.write(fh)
+    return target
+
+
+@pytest.mark.parametrize(("error_rate", "status"), [(0.3, "completed"), (0.1, "failed")])
+def test_a_page_that_hangs_is_retried_then_failed_within_max_page_error_rate(
+    tmp_path: Path, error_rate: float, status: str
+) -> None:
+    """Given a 4-page PDF whose page 3 takes far longer to render than render_timeout_seconds, the page
+    is killed and retried, then marked failed; the job completes with a warning when 1 of 4 pages is
+    within max_page_error_rate (0.3), and fails naming the page when it is not (0.1)."""
+    daemon = Daemon(
+        tmp_path,
+        pipeline={"render_timeout_seconds": 1.0, "page_retries": 1, "max_page_error_rate": error_rate},
+    ).start()
+    try:
+        drop(daemon.inbox, _pdf_with_a_hanging_page(tmp_path))
+        job = daemon.wait_for_job("mixed.pdf", {"completed", "failed"}, timeout=120)
+        assert daemon.alive()
+    finally:
+        daemon.stop()
+    assert job["status"] == status
+    assert job["progress"]["pages_done"] == 3 and job["progress"]["pages_failed"] == 1
+    assert daemon.log().count("page 3 failed (rendering failed") == 1, "one retry, then final"
+    if status == "completed":
+        result = (daemon.job_dir(job) / "result.md").read_text()
+        assert "Page 3 could not be read" in result and "Gamma page four" in result
+        meta = json.loads((daemon.job_dir(job) / "result_metadata.json").read_text())
+        assert meta["pages"][2]["status"] == "failed" and "took longer than" in meta["pages"][2]["error"]
+        assert any(w.startswith("page 3:") for w in job["warnings"])
+    else:
+        assert job["error"]["type"] == "pages_failed"
+        assert "page 3" in job["error"]["message"]
+        assert not (daemon.job_dir(job) / "result.md").exists()
