@@ -25,21 +25,13 @@ import pypdfium2.raw as pdfium_c
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ocr_watcher.pipeline.renderer import EXIT_OUT_OF_MEMORY, encode_frame, read_frame
+from ocr_watcher.pipeline.renderer import InputError as InputProblem  # sent to the parent as one
 
 MAX_IMAGE_PIXELS = 250_000_000  # ~15800 px square; beyond that an image is treated as a bomb
 _FLOAT_SLACK = 1 - 1e-9  # far below a pixel even at 10^6 px, far above float error
 _PNM_SUFFIXES = {".pgm", ".ppm", ".pnm"}
 _EXIF_ORIENTATION = 0x0112
 _IMAGE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF"}
-
-
-class InputProblem(Exception):
-    """Becomes renderer.InputError in the parent."""
-
-    def __init__(self, type: str, message: str):
-        super().__init__(message)
-        self.type = type
-        self.message = message
 
 
 class OutputProblem(Exception):
