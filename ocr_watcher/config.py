@@ -163,11 +163,13 @@ class Config(_Section):
 
 
 def _parse_env_value(raw: str) -> Any:
-    """Environment values are YAML scalars/flow values: `30`, `true`, `null`, `[a, b]`."""
+    """Environment values are YAML flow values (`null`, `[a, b]`, `{k: v}`); scalars stay strings,
+    which pydantic converts where a number or a flag is wanted (so `WORKER_ID=0` stays the name "0")."""
     try:
-        return yaml.safe_load(raw)
+        parsed = yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
+    return raw if isinstance(parsed, (bool, int, float)) else parsed
 
 
 def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
@@ -241,13 +243,13 @@ def load_config(
     if path is None and environ.get(ENV_CONFIG_FILE):
         path = Path(environ[ENV_CONFIG_FILE])
     tree: dict[str, Any] = read_yaml(path) if path is not None else {}
-    base_dir = path.resolve().parent if path is not None else Path.cwd()
+    # Relative folders in a config file are relative to that file, so a unit file can point at it;
+    # those from the environment or the command line are relative to the working folder.
+    for key in ("inbox", "outbox"):
+        if path is not None and isinstance(tree.get(key), str) and not Path(tree[key]).is_absolute():
+            tree[key] = str(path.resolve().parent / tree[key])
     tree = _merge(tree, env_overrides(environ))
     tree = _merge(tree, overrides or {})
-    # Relative folders in a config file are relative to that file, so a unit file can point at it.
-    for key in ("inbox", "outbox"):
-        if isinstance(tree.get(key), str) and path is not None and not Path(tree[key]).is_absolute():
-            tree[key] = str(base_dir / tree[key])
     source = str(path) if path is not None else "defaults and environment"
     try:
         config = Config.model_validate(tree)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -109,7 +110,10 @@ def sniff_file(path: Path) -> Sniff:
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return Sniff(Verdict.REJECT, error_type="unsupported_type", message="not a regular file")
+        size = st.st_size
         head = os.pread(fd, HEAD_BYTES, 0)
         tail_start = max(0, size - TAIL_BYTES)
         tail = os.pread(fd, TAIL_BYTES, tail_start) if size > HEAD_BYTES else head

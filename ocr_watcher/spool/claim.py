@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import socket
+import stat
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -133,16 +134,21 @@ class Claimer:
         shutil.rmtree(staged, ignore_errors=True)
         staged.mkdir(parents=True)
         (staged / "pages").mkdir()
-        size, digest = _size_and_sha256(claimed)
         request = ClaimRequest(**record.request)
         if isinstance(request.failure, dict):
             request.failure = JobError.model_validate(request.failure)
-        meta = _initial_metadata(record, request, claimed.name, size, digest)
+        regular = stat.S_ISREG(claimed.lstat().st_mode)
+        if regular:
+            size, digest = _size_and_sha256(claimed)
+        else:  # a FIFO, device or link that slipped in: never opened (a FIFO could block forever)
+            size, digest = 0, None
+            request.failure = JobError(type="unsupported_type", message="not a regular file (link, FIFO or device)")
+        meta = _initial_metadata(record, request, claimed.name, size, digest, owner=self.worker_id)
         atomic_write_json(staged / "metadata.json", meta.to_json(), fsync=self.store.fsync)
-        same_fs = claimed.stat().st_dev == staged.stat().st_dev
+        same_fs = claimed.lstat().st_dev == staged.stat().st_dev
         if same_fs:
             os.rename(claimed, staged / claimed.name)
-        else:
+        elif regular:
             _copy_durably(claimed, staged / claimed.name)
         self._publish(staged, final)
         if not same_fs:
@@ -174,13 +180,17 @@ def _input_in(folder: Path) -> Path | None:
     return None
 
 
-def _size_and_sha256(path: Path) -> tuple[int, str]:
+def _size_and_sha256(path: Path) -> tuple[int, str | None]:
+    """Size and digest; an unreadable file (permissions) still becomes a job, which then fails."""
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_COPY_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_COPY_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    except PermissionError:
+        return path.stat().st_size, None
     return size, digest.hexdigest()
 
 
@@ -193,7 +203,10 @@ def _copy_durably(src: Path, dst: Path) -> None:
     os.rename(tmp, dst)
 
 
-def _initial_metadata(record: ClaimRecord, request: ClaimRequest, input_file: str, size: int, digest: str) -> JobMeta:
+def _initial_metadata(
+    record: ClaimRecord, request: ClaimRequest, input_file: str, size: int, digest: str | None, *, owner: str
+) -> JobMeta:
+    """The job belongs to the daemon that finishes the claim (after a crash, maybe not the claimer)."""
     now = utc_now()
     meta = JobMeta(
         job_id=record.job_id,
@@ -205,7 +218,7 @@ def _initial_metadata(record: ClaimRecord, request: ClaimRequest, input_file: st
         created_at=datetime.fromisoformat(record.claimed_at),
         updated_at=now,
         engine=EngineInfo(kind=request.engine),
-        worker=Worker(id=record.worker_id, host=socket.gethostname(), pid=os.getpid(), heartbeat_at=now),
+        worker=Worker(id=owner, host=socket.gethostname(), pid=os.getpid(), heartbeat_at=now),
     )
     meta.history.append({"status": Status.QUEUED.value, "at": iso(meta.created_at)})
     if request.failure is not None:

@@ -1,0 +1,317 @@
+"""The page scheduler: one queue for all jobs' pages, in a fair and useful order."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from pathlib import Path
+
+import pytest
+
+from ocr_watcher.pipeline.scheduler import OpenTask, PageScheduler, PageTask, RunningJob
+
+FAST = 10
+
+
+def job(job_id: str, pages: int | None, *, created: float = 0.0, priority: int = 0, served: int = 0) -> RunningJob:
+    j = RunningJob(
+        job_id=job_id,
+        input_path=Path(f"/nonexistent/{job_id}/input.pdf"),
+        kind="pdf",
+        priority=priority,
+        created_at=created,
+        profile="default",
+        engine="text",
+        pages_total=pages,
+        served=served,
+    )
+    if pages is not None:
+        j.pending = deque(range(1, pages + 1))
+    return j
+
+
+def take(sched: PageScheduler) -> PageTask | OpenTask | None:
+    return sched.next_task(timeout=0)
+
+
+def take_pages(sched: PageScheduler, n: int) -> list[tuple[str, int]]:
+    out = []
+    for _ in range(n):
+        task = take(sched)
+        assert isinstance(task, PageTask), task
+        out.append((task.job.job_id, task.page))
+    return out
+
+
+def test_empty_queue_returns_none():
+    assert take(PageScheduler(FAST)) is None
+
+
+def test_pages_of_one_job_in_order():
+    sched = PageScheduler(FAST)
+    sched.add(job("a", 3))
+    assert take_pages(sched, 3) == [("a", 1), ("a", 2), ("a", 3)]
+    assert take(sched) is None
+
+
+def test_priority_comes_first():
+    # Given an old low-priority job and a new high-priority one
+    sched = PageScheduler(FAST)
+    sched.add(job("old", 3, created=1.0, priority=0))
+    sched.add(job("urgent", 2, created=99.0, priority=5))
+    # Then all of the urgent job's pages go first, even past the old job's fast lane
+    assert take_pages(sched, 5) == [("urgent", 1), ("urgent", 2), ("old", 1), ("old", 2), ("old", 3)]
+
+
+def test_fifo_by_age_among_established_jobs():
+    # Given two big jobs past their fast lanes, added newest first
+    sched = PageScheduler(FAST)
+    sched.add(job("newer", 3, created=20.0, served=FAST))
+    sched.add(job("older", 3, created=10.0, served=FAST))
+    # Then the older one is finished first (one after another, not interleaved)
+    assert take_pages(sched, 6) == [("older", 1), ("older", 2), ("older", 3), ("newer", 1), ("newer", 2), ("newer", 3)]
+
+
+def test_same_age_is_ordered_by_job_id():
+    sched = PageScheduler(FAST)
+    sched.add(job("b", 1, created=5.0))
+    sched.add(job("a", 1, created=5.0))
+    assert take_pages(sched, 2) == [("a", 1), ("b", 1)]
+
+
+def test_fast_lane_small_new_job_gets_the_very_next_page():
+    # Given a 300-page job that has already been served more than fast_lane_pages pages
+    sched = PageScheduler(FAST)
+    big = job("big", 300, created=1.0)
+    sched.add(big)
+    served = take_pages(sched, FAST + 5)
+    assert served == [("big", p) for p in range(1, FAST + 6)]
+    # When a new 1-page job is dropped
+    sched.add(job("small", 1, created=2.0))
+    # Then its page is the very next one handed out, and the big job continues after it
+    assert take_pages(sched, 2) == [("small", 1), ("big", FAST + 6)]
+
+
+def test_fast_lane_also_for_a_job_whose_page_count_is_not_known_yet():
+    sched = PageScheduler(FAST)
+    big = job("big", 300, created=1.0)
+    sched.add(big)
+    take_pages(sched, FAST + 1)
+    # A new job still to be opened is opened next
+    small = job("small", None, created=2.0)
+    sched.add(small)
+    opened = take(sched)
+    assert isinstance(opened, OpenTask) and opened.job is small
+    # And once opened its pages come before the big job's
+    small.pages_total = 2
+    small.pending.extend([1, 2])
+    small.opening = False
+    sched.add(small)
+    assert take_pages(sched, 3) == [("small", 1), ("small", 2), ("big", FAST + 2)]
+
+
+def test_first_pages_of_an_older_job_go_before_a_newer_job_in_its_fast_lane():
+    # The fast lane is "first N pages ahead of later pages", not "newest first"
+    sched = PageScheduler(FAST)
+    sched.add(job("older", 20, created=1.0))
+    take_pages(sched, 3)
+    sched.add(job("newer", 1, created=2.0))
+    assert take_pages(sched, 1) == [("older", 4)]
+
+
+def test_fast_lane_zero_is_plain_fifo():
+    sched = PageScheduler(0)
+    sched.add(job("big", 5, created=1.0))
+    take_pages(sched, 1)
+    sched.add(job("small", 1, created=2.0))
+    assert take_pages(sched, 5) == [("big", 2), ("big", 3), ("big", 4), ("big", 5), ("small", 1)]
+
+
+def test_open_task_first_and_handed_out_once():
+    # Given a job whose page count is unknown
+    sched = PageScheduler(FAST)
+    j = job("a", None)
+    sched.add(j)
+    # Then it is handed out as an open task, once
+    task = take(sched)
+    assert isinstance(task, OpenTask) and task.job is j
+    assert j.opening
+    assert take(sched) is None
+    # Even if it is added again while it is being opened
+    sched.add(j)
+    assert take(sched) is None
+    assert sched.depth() == (0, 0)
+
+
+def test_open_failed_can_be_added_again():
+    sched = PageScheduler(FAST)
+    j = job("a", None)
+    sched.add(j)
+    assert isinstance(take(sched), OpenTask)
+    j.opening = False  # the render process died; try opening again
+    sched.add(j)
+    assert isinstance(take(sched), OpenTask)
+
+
+def test_adding_a_job_twice_does_not_duplicate_pages():
+    sched = PageScheduler(FAST)
+    j = job("a", 2)
+    sched.add(j)
+    sched.add(j)
+    assert take_pages(sched, 2) == [("a", 1), ("a", 2)]
+    assert take(sched) is None
+
+
+def test_job_with_no_pending_pages_is_not_queued():
+    sched = PageScheduler(FAST)
+    sched.add(job("done", 0))
+    assert sched.depth() == (0, 0)
+    assert take(sched) is None
+
+
+def test_requeue_puts_the_page_first_in_its_job_and_counts_attempts():
+    # Given a job whose page 1 was handed out
+    sched = PageScheduler(FAST)
+    j = job("a", 3)
+    sched.add(j)
+    first = take(sched)
+    assert (first.page, first.attempt) == (1, 1)
+    assert take_pages(sched, 1) == [("a", 2)]
+    # When page 1 failed and is requeued
+    j.in_flight.discard(1)
+    sched.requeue(j, 1)
+    # Then it is next, as attempt 2, before page 3
+    again = take(sched)
+    assert (again.page, again.attempt) == (1, 2)
+    third = take(sched)
+    assert (third.page, third.attempt) == (3, 1)
+    # And a further retry is attempt 3
+    sched.requeue(j, 1)
+    assert take(sched).attempt == 3
+    assert j.attempts == {1: 3, 2: 1, 3: 1}
+
+
+def test_requeue_of_a_job_with_nothing_else_pending_puts_it_back_in_the_queue():
+    sched = PageScheduler(FAST)
+    j = job("a", 1)
+    sched.add(j)
+    take_pages(sched, 1)
+    assert take(sched) is None
+    sched.requeue(j, 1)
+    assert sched.depth() == (1, 1)
+    assert take_pages(sched, 1) == [("a", 1)]
+
+
+def test_handed_out_pages_are_in_flight_and_served():
+    sched = PageScheduler(FAST)
+    j = job("a", 3)
+    sched.add(j)
+    task = take(sched)
+    assert j.in_flight == {1}
+    assert j.served == 1
+    assert task.order[0] == 0  # the job's key when handed out: priority first
+
+
+def test_cancelled_jobs_are_skipped():
+    # Given two queued jobs
+    sched = PageScheduler(FAST)
+    a, b = job("a", 3, created=1.0), job("b", 2, created=2.0)
+    sched.add(a)
+    sched.add(b)
+    # When the first is cancelled
+    a.cancelled = True
+    # Then only the other's pages come out and the depth ignores the cancelled one
+    assert sched.depth() == (1, 2)
+    assert take_pages(sched, 2) == [("b", 1), ("b", 2)]
+    assert take(sched) is None
+    # And a cancelled job added again is not queued
+    sched.add(a)
+    sched.requeue(a, 1)
+    assert take(sched) is None
+
+
+def test_depth_counts_waiting_jobs_and_pages():
+    sched = PageScheduler(FAST)
+    assert sched.depth() == (0, 0)
+    sched.add(job("a", 5))
+    sched.add(job("b", 2))
+    sched.add(job("c", None))
+    assert sched.depth() == (3, 7)
+    take_pages(sched, 2)
+    assert sched.depth() == (3, 5)
+
+
+def test_blocking_next_task_is_woken_by_add_from_another_thread():
+    # Given a worker thread blocked in next_task on an empty queue
+    sched = PageScheduler(FAST)
+    got: list[object] = []
+    started, finished = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        started.set()
+        got.append(sched.next_task(timeout=60))
+        finished.set()
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    assert started.wait(30)
+    # wait until it really sleeps on the condition (it has released the lock and registered as a waiter)
+    for _ in range(100_000):
+        with sched._cond:
+            if getattr(sched._cond, "_waiters", [None]):
+                break
+    assert not finished.is_set()
+    # When another thread adds a job
+    j = job("a", 1)
+    sched.add(j)
+    # Then the worker wakes up with its page
+    assert finished.wait(30), "next_task was not woken by add()"
+    thread.join(5)
+    assert len(got) == 1 and isinstance(got[0], PageTask) and got[0].job is j and got[0].page == 1
+
+
+def test_close_wakes_a_blocked_next_task_with_none():
+    sched = PageScheduler(FAST)
+    got: list[object] = []
+    finished = threading.Event()
+
+    def worker() -> None:
+        got.append(sched.next_task(timeout=60))
+        finished.set()
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    sched.close()
+    assert finished.wait(30)
+    assert got == [None]
+
+
+def test_many_threads_take_each_page_exactly_once():
+    sched = PageScheduler(2)
+    jobs = [job(f"j{i}", 25, created=float(i)) for i in range(8)]
+    for j in jobs:
+        sched.add(j)
+    taken: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while (task := sched.next_task(timeout=0)) is not None:
+            with lock:
+                taken.append((task.job.job_id, task.page))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(taken) == sorted((f"j{i}", p) for i in range(8) for p in range(1, 26))
+
+
+@pytest.mark.parametrize("served", [FAST - 1, FAST])
+def test_fast_lane_boundary(served):
+    # A job that has been served fewer than fast_lane_pages pages is still in its fast lane
+    sched = PageScheduler(FAST)
+    sched.add(job("old", 5, created=1.0, served=served))
+    sched.add(job("new", 1, created=2.0))
+    first = take_pages(sched, 1)
+    assert first == ([("old", 1)] if served < FAST else [("new", 1)])
