@@ -401,9 +401,6 @@ class Service:
                 error = JobError(type="cancelled", message="cancelled by a CANCEL file")
                 self._finish(active, Status.CANCELLED, error)
                 self.store.clear_control(job_id, CANCEL)
-        for job_id in list(self._retryable):
-            if self.store.has_control(job_id, RETRY):
-                self._retry(job_id)
 
     def _retry(self, job_id: str) -> None:
         meta = self.store.try_load(job_id)
@@ -446,7 +443,11 @@ class Service:
         heartbeats: dict[str, datetime | None] = {}
         for job_id in self.store.iter_job_ids():
             seen.add(job_id)
-            if job_id in self.active or job_id in self._terminal or job_id in self._retryable:
+            if job_id in self._retryable:
+                if self.store.has_control(job_id, RETRY):
+                    self._retry(job_id)
+                continue
+            if job_id in self.active or job_id in self._terminal:
                 continue
             meta = self.store.try_load(job_id)
             if meta is None:

@@ -38,7 +38,8 @@ class Intake:
         self.tracked: dict[str, Tracked] = {}
         self._due: list[tuple[float, str]] = []  # heap of (monotonic time, relative path)
         self._ready: dict[str, ClaimRequest] = {}
-        self._ready_order: dict[str, tuple[int, int]] = {}
+        # Heap of (-priority, mtime_ns, rel); entries whose rel left _ready are skipped when popped.
+        self._ready_heap: list[tuple[int, int, str]] = []
         self._reported: set[str] = set()
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
@@ -93,18 +94,18 @@ class Intake:
 
     def take(self, limit: int) -> list[ClaimRequest]:
         """Up to `limit` ready files: highest profile priority first, then oldest."""
-        if limit <= 0 or not self._ready:
-            return []
-        chosen = sorted(self._ready, key=self._ready_order.__getitem__)[:limit]
-        for rel in chosen:
-            self._ready_order.pop(rel)
-            self.tracked.pop(rel, None)
-        return [self._ready.pop(rel) for rel in chosen]
+        chosen: list[ClaimRequest] = []
+        while len(chosen) < limit and self._ready_heap:
+            _, _, rel = heapq.heappop(self._ready_heap)
+            request = self._ready.pop(rel, None)
+            if request is not None:
+                self.tracked.pop(rel, None)
+                chosen.append(request)
+        return chosen
 
     def forget(self, rel: str) -> None:
         self.tracked.pop(rel, None)
         self._ready.pop(rel, None)
-        self._ready_order.pop(rel, None)
 
     @property
     def waiting(self) -> int:
@@ -169,7 +170,6 @@ class Intake:
             if previous is not None and previous.observation == observation:
                 return
             self._ready.pop(rel)  # written to again after it looked complete: settle anew
-            self._ready_order.pop(rel, None)
         tracked = observe(previous, observation, now)
         if tracked is not previous:
             self.tracked[rel] = tracked
@@ -191,9 +191,9 @@ class Intake:
             if wait > 0:
                 heapq.heappush(self._due, (now + wait, rel))
             return
-        self._ready[rel] = self._request(rel, tracked.sniff, failed=action is Action.CLAIM_FAILED)
-        priority = self._ready[rel].priority
-        self._ready_order[rel] = (-priority, tracked.observation.mtime_ns)
+        request = self._request(rel, tracked.sniff, failed=action is Action.CLAIM_FAILED)
+        self._ready[rel] = request
+        heapq.heappush(self._ready_heap, (-request.priority, tracked.observation.mtime_ns, rel))
 
     def _sniff(self, rel: str) -> Sniff | None:
         try:
