@@ -68,6 +68,7 @@ def _summary_line(meta: JobMeta) -> str:
 # -- subcommands -----------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from .service import Service, StartupError, install_signal_handlers
+    from .wiring import build_hooks
 
     overrides: dict[str, Any] = {
         "inbox": args.inbox,
@@ -80,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args, **overrides)
     setup_logging(config.log_level)
     try:
-        service = Service(config, args.config)
+        service = Service(config, args.config, hooks=build_hooks(config))
         install_signal_handlers(service)
         return service.run()
     except StartupError as exc:

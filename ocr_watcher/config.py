@@ -105,6 +105,13 @@ class RetentionConfig(_Section):
     max_job_storage_mb: float = Field(10240, ge=0)
     max_job_count: int = Field(1000, ge=0)
     max_job_age_hours: float = Field(168, ge=0)
+    interval_seconds: float = Field(60.0, gt=0, description="How often the daemon applies the limits.")
+
+
+class HttpConfig(_Section):
+    enabled: bool = True
+    host: str = Field("127.0.0.1", description="Loopback by default; 0.0.0.0 exposes /metrics to the network.")
+    port: int = Field(9464, ge=0, le=65535, description="0 = any free port (tests).")
 
 
 class ProfileConfig(_Section):
@@ -125,6 +132,7 @@ class Config(_Section):
     tesseract: TesseractConfig = Field(default_factory=TesseractConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     profiles: dict[str, ProfileConfig] = Field(default_factory=dict)
 
     @field_validator("worker_id")

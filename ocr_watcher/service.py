@@ -23,6 +23,7 @@ from pathlib import Path
 from .config import Config, ConfigError, ProfileConfig, load_config
 from .engines.base import Engine, EngineUnavailable
 from .engines.registry import build_engine, resolve_engine_name
+from .hooks import HookList
 from .intake.intake import Intake
 from .pipeline.assemble import assemble_result
 from .pipeline.runner import Event, Opened, PageDone, PageFailed, Pipeline, PipelineSettings
@@ -52,8 +53,9 @@ class _Active:
 
 
 class Service:
-    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+    def __init__(self, config: Config, config_path: Path | None = None, hooks: HookList | None = None) -> None:
         self.config = config
+        self.hooks = hooks or HookList()
         self.config_path = config_path
         self.worker_id = config.resolved_worker_id
         self.host = socket.gethostname()
@@ -141,6 +143,7 @@ class Service:
         self._scan_outbox(startup=True)
         self.intake.start_watching()
         self.pipeline.start()
+        self.hooks.on_start(self)
         log.info(
             "ocr-watcher started: worker %s, inbox %s, outbox %s, engine %s, %d workers, settle %.1f s",
             self.worker_id,
@@ -194,6 +197,7 @@ class Service:
         if now - self._last_rescan >= self.config.intake.rescan_interval_seconds:
             self.intake.forget_reports()
             self._last_rescan = now
+        self.hooks.on_tick(self)
 
     def request_stop(self) -> None:
         self._stop_requested = True
@@ -203,6 +207,7 @@ class Service:
 
     def shutdown(self) -> None:
         log.info("stopping: finishing pages in flight (up to %.0f s)", self.config.pipeline.shutdown_grace_seconds)
+        self.hooks.on_stop(self)
         self.intake.stop_watching()
         self.pipeline.stop(self.config.pipeline.shutdown_grace_seconds)
         while True:
@@ -235,9 +240,12 @@ class Service:
             if job_id is None:
                 continue  # another daemon took it, or it was removed
             meta = self.store.try_load(job_id)
-            if meta is not None and meta.status is Status.QUEUED:
+            if meta is None:
+                continue
+            self.hooks.on_job_status(meta, None)
+            if meta.status is Status.QUEUED:
                 self._activate(meta)
-            elif meta is not None:
+            else:
                 self._note_terminal(meta)
 
     # -- job lifecycle ---------------------------------------------------------------------------
@@ -271,6 +279,7 @@ class Service:
             event.job.in_flight.discard(event.page)
             event.job.done.add(event.page)
             event.job.failed.pop(event.page, None)
+            self.hooks.on_page(event.job.job_id, event.page, "done", event.info)
             self._progress(active)
         elif isinstance(event, PageFailed):
             self._on_page_failed(active, event, stopping)
@@ -297,6 +306,7 @@ class Service:
             active.meta.worker.heartbeat_at = utc_now()
             log.info("%s: processing, %d pages (%d already done)", job.job_id, job.pages_total, len(job.done))
             self._save(active)
+            self.hooks.on_job_status(active.meta, Status.QUEUED)
         if not stopping:
             self.scheduler.add(job)
         self._progress(active)
@@ -313,9 +323,11 @@ class Service:
                 job.pending.appendleft(event.page)
             else:
                 self.scheduler.requeue(job, event.page)
+            self.hooks.on_page(job.job_id, event.page, "retried", {"error": event.error})
             return
         log.warning("%s: page %d failed for good: %s", job.job_id, event.page, event.error)
         job.failed[event.page] = event.error
+        self.hooks.on_page(job.job_id, event.page, "failed", {"error": event.error})
         self._progress(active)
 
     def _progress(self, active: _Active) -> None:
@@ -350,10 +362,12 @@ class Service:
         job.cancelled = True  # nothing more of this job is processed
         if active.meta.status is Status.QUEUED and status is Status.COMPLETED:
             active.meta.transition(Status.PROCESSING)
+        previous = active.meta.status
         active.meta.transition(status, error=error)
         self._save(active)
-        del self.active[job.job_id]
+        self.active.pop(job.job_id, None)
         self._note_terminal(active.meta)
+        self.hooks.on_job_status(active.meta, previous)
         pages = f"{len(job.done)}/{job.pages_total}" if job.pages_total is not None else "-"
         detail = f": {error.type}: {error.message}" if error else ""
         log.info("%s: %s (pages %s)%s", job.job_id, status.value, pages, detail)
@@ -412,9 +426,11 @@ class Service:
             return
         if not self._take_over(meta, reason="retry requested"):
             return
+        previous = meta.status
         meta.transition(Status.QUEUED)
         self.store.remove_result(job_id)
         self.store.save(meta)
+        self.hooks.on_job_status(meta, previous)
         self.store.clear_control(job_id, RETRY)
         self.store.clear_control(job_id, CANCEL)
         log.info("%s: queued again (attempt %d)", job_id, meta.attempts)

@@ -39,6 +39,7 @@ class Opened:
 class PageDone:
     job: RunningJob
     page: int
+    info: dict[str, Any] = field(default_factory=dict)  # what pages/NNNN.json holds
 
 
 @dataclass
@@ -247,7 +248,7 @@ class Pipeline:
         except OSError as exc:
             self.emit(PageFailed(job, task.page, f"cannot write the page: {exc}"))
             return
-        self.emit(PageDone(job, task.page))
+        self.emit(PageDone(job, task.page, info))
 
 
 def _remove(path: Path | None) -> None:
