@@ -31,6 +31,9 @@ class Hooks:
     def on_page(self, job_id: str, page: int, outcome: str, info: dict[str, Any]) -> None:
         """outcome: "done", "retried" or "failed"; info: the page's figures or its error."""
 
+    def on_job_deleted(self, job_id: str, reason: str, size_bytes: int) -> None:
+        """Retention removed a terminal job; reason: "age", "count" or "storage"."""
+
     def on_stop(self, service: Service) -> None:
         """The daemon is stopping (SIGTERM); pages in flight are being finished."""
 
@@ -62,6 +65,9 @@ class HookList(Hooks):
 
     def on_page(self, job_id: str, page: int, outcome: str, info: dict[str, Any]) -> None:
         self._each("on_page", job_id, page, outcome, info)
+
+    def on_job_deleted(self, job_id: str, reason: str, size_bytes: int) -> None:
+        self._each("on_job_deleted", job_id, reason, size_bytes)
 
     def on_stop(self, service: Service) -> None:
         self._each("on_stop", service)

@@ -68,6 +68,7 @@ class Service:
         self._engines: dict[tuple, Engine] = {}
         self._terminal: set[str] = set()  # completed jobs seen in the outbox: never read again
         self._retryable: set[str] = set()  # failed/cancelled: watched for RETRY
+        self.outbox_bytes: int | None = None  # measured by the retention hook; read by metrics
         self._stop_requested = False
         self._reload_requested = False
         self._lock_fd: int | None = None

@@ -145,5 +145,11 @@ class TesseractEngine:
             extra={"tesseract_version": self.version, "binary": self.binary.path, "source": self.binary.source},
         )
 
+    def health(self) -> str | None:
+        """The binary was checked at start; it must still be there (an upgrade may remove it)."""
+        if not Path(self.binary.path).exists():
+            return f"tesseract binary {self.binary.path} is gone"
+        return None
+
     def close(self) -> None:
         """Nothing to release: every page is its own process."""

@@ -16,5 +16,8 @@ class TextLayerEngine:
         warnings = [] if markdown else ["page has no text layer"]
         return PageOutput(markdown=markdown, engine=self.name, warnings=warnings)
 
+    def health(self) -> str | None:
+        return None  # needs nothing but the render workers
+
     def close(self) -> None:
         """Nothing to release."""
