@@ -4,6 +4,7 @@ cancel, graceful stop, and takeover of a dead daemon's job."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -179,3 +180,30 @@ def test_a_page_that_hangs_is_retried_then_failed_within_max_page_error_rate(
         assert job["error"]["type"] == "pages_failed"
         assert "page 3" in job["error"]["message"]
         assert not (daemon.job_dir(job) / "result.md").exists()
+
+
+@pytest.mark.parametrize(
+    "intake",
+    [
+        {"use_inotify": True, "poll_interval_seconds": 3600},  # only inotify can see the file in time
+        {"use_inotify": False, "poll_interval_seconds": 0.3},  # a network share: polling alone
+    ],
+    ids=["inotify-only", "polling-only"],
+)
+def test_files_are_detected_by_inotify_and_by_polling_alone(tmp_path: Path, intake: dict) -> None:
+    """Either detection layer on its own finds a new file, also in a subfolder created after start."""
+    daemon = Daemon(tmp_path, engine="text", intake=intake).start()
+    try:
+        drop(daemon.inbox, text_pdf(tmp_path / "top.pdf", [["Top level"]]))
+        assert daemon.wait_for_job("top.pdf", {"completed"}, timeout=30)
+        folder = tmp_path / "batch"  # a whole folder of files moved in at once
+        folder.mkdir()
+        for index in range(5):
+            text_pdf(folder / f"b{index}.pdf", [[f"Batch file {index}"]])
+        os.rename(folder, daemon.inbox / "batch")
+        for index in range(5):
+            assert daemon.wait_for_job(f"b{index}.pdf", {"completed"}, timeout=30)
+        drop(daemon.inbox, text_pdf(tmp_path / "sub.pdf", [["In a new folder"]]), "batch/sub.pdf")
+        assert daemon.wait_for_job("sub.pdf", {"completed"}, timeout=30)
+    finally:
+        daemon.stop()

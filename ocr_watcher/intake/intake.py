@@ -44,7 +44,8 @@ class Intake:
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
         self._last_scan = float("-inf")
-        self._observer = None
+        self._folders: list[Path] = [self.root]  # folders the last scan visited (watched with inotify)
+        self._watcher = None
 
     def apply_config(self, config: Config) -> None:
         self.config = config
@@ -61,17 +62,22 @@ class Intake:
         if not self.config.intake.use_inotify:
             return
         try:
-            from .watcher import start_observer
+            from .watcher import FolderWatcher
 
-            self._observer = start_observer(self.root, self._mark_dirty)
+            watcher = FolderWatcher(self._mark_dirty, self.request_scan)
+            watcher.start(self.root)
+            self._watcher = watcher
         except Exception as exc:  # inotify limits, unsupported filesystem: polling still works
             log.warning("inotify watching of %s is not available (%s); relying on polling", self.root, exc)
 
     def stop_watching(self) -> None:
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=5)
-            self._observer = None
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+
+    def request_scan(self) -> None:
+        """Scan on the next refresh (called from the inotify thread: a plain assignment)."""
+        self._last_scan = float("-inf")
 
     def _mark_dirty(self, path: str) -> None:
         with self._dirty_lock:
@@ -118,11 +124,14 @@ class Intake:
     # -- internals -----------------------------------------------------------------------------
     def _scan(self, now: float) -> None:
         seen: set[str] = set()
+        self._folders = [self.root]
         for rel, st in self._walk(self.root, ""):
             seen.add(rel)
             self._record(rel, st, now)
         for rel in [rel for rel in self.tracked if rel not in seen]:
             self.forget(rel)  # gone (claimed by another daemon, or removed by a person)
+        if self._watcher is not None:
+            self._watcher.sync(self._folders)
 
     def _walk(self, folder: Path, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
         try:
@@ -141,6 +150,7 @@ class Intake:
             except FileNotFoundError:
                 continue
             if stat.S_ISDIR(st.st_mode):
+                self._folders.append(Path(entry.path))
                 yield from self._walk(Path(entry.path), rel + "/")
             elif stat.S_ISREG(st.st_mode):
                 yield rel, st
