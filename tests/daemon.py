@@ -23,6 +23,7 @@ BASE_CONFIG: dict[str, Any] = {
     "intake": {"settle_seconds": 0.5, "poll_interval_seconds": 0.3, "invalid_timeout_seconds": 2.0},
     "pipeline": {"workers": 2, "shutdown_grace_seconds": 5},
     "jobs": {"heartbeat_lease_seconds": 5, "outbox_scan_interval_seconds": 0.5},
+    "http": {"port": 0},  # any free port: tests run several daemons at once
 }
 
 
