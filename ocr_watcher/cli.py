@@ -288,6 +288,30 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    from .retention import Limits, Retention, describe, human_bytes
+    from .spool.model import utc_now
+
+    config = _config(args)
+    store = JobStore(config.outbox, fsync=config.jobs.fsync)
+    retention = Retention(store, lease_grace_seconds=config.jobs.heartbeat_lease_seconds)
+    now = utc_now()
+    result = retention.run_pass(Limits.from_config(config.retention), now, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    for deletion in result.deletions:
+        print(f"{verb} {deletion.job_id}: {describe(deletion, result.jobs.get(deletion.job_id), now)}")
+    for job_id, why in result.skipped:
+        print(f"kept {job_id}: {why}")
+    if result.trash_removed:
+        print(f"removed {result.trash_removed} leftovers of interrupted deletions")
+    remain = "would remain" if args.dry_run else "remain"
+    print(
+        f"{verb} {len(result.deletions)} jobs ({human_bytes(result.deleted_bytes)});"
+        f" {result.job_count} jobs ({human_bytes(result.total_bytes)}) {remain} in {store.root}"
+    )
+    return EXIT_OK
+
+
 # -- parser ----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocr-watcher", description="Watch-folder OCR: inbox -> Markdown.")
@@ -330,6 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, parents=[common], help=text)
         command.add_argument("job", metavar="JOB")
         command.set_defaults(func=func)
+
+    purge = sub.add_parser("purge", parents=[common], help="apply the retention limits now")
+    purge.add_argument("--dry-run", action="store_true", help="only show what would be deleted, and why")
+    purge.set_defaults(func=cmd_purge)
 
     check = sub.add_parser("check-config", parents=[common], help="validate and print the configuration")
     check.set_defaults(func=cmd_check_config)

@@ -1,0 +1,467 @@
+"""Retention: remove whole terminal jobs, oldest first, while the outbox is over a limit.
+
+Limits (the `retention` section of the config; `MAX_JOB_*` in the environment):
+
+- `max_job_age_hours`: a terminal job that finished more than this long ago is deleted (reason "age").
+- `max_job_count`: while there are more job folders than this, the oldest terminal jobs are deleted
+  (reason "count"). Every job folder counts, queued, processing and unreadable ones too, but only
+  terminal ones are deleted, so the count may stay above the limit while many jobs are running.
+- `max_job_storage_mb`: while the job folders hold more than this many MiB (sum of file sizes), the
+  oldest terminal jobs are deleted (reason "storage"). Every job folder counts, as for the count.
+
+A limit of 0 means "no limit", for each of the three (retention that deletes everything because a
+value was left at 0 would be the worse surprise). "Oldest" is by `finished_at`, else `created_at`;
+ties go to the earlier `created_at`, then the smaller job id, so the order is always the same. A job
+over several limits is reported under the first that applies, in the order age, count, storage.
+
+Only job folders are ever removed: names that are job ids, real directories (not symlinks), with a
+metadata.json that says completed, failed or cancelled and no RETRY file (invariant 5). Deleting one
+is crash-safe: take the job's ownership lease at the next epoch (which fences a daemon that might be
+retrying it, and another host's retention), re-read metadata.json under the lease, rename the folder
+into the hidden trash in the outbox's internal area, then remove it. A crash leaves either an intact
+job or hidden trash, which the next pass removes. A lease that a crash left behind (older than the
+heartbeat lease, with metadata.json still at the old epoch) is stepped over, and released again if
+the job must be kept, so neither retention nor a RETRY stays blocked by it.
+
+Sizes are cached per job id: a completed job never changes, a failed or cancelled one is re-read only
+when its folder's mtime changes (metadata.json replaced, RETRY created). So a pass over 100,000
+finished jobs costs one scandir of the outbox plus a stat per failed/cancelled job. In the daemon the
+passes run on a background thread; deletions are reported to the other hooks from the main thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .config import Config, RetentionConfig
+from .hooks import Hooks
+from .spool.atomic import fsync_dir
+from .spool.layout import RETRY
+from .spool.model import JobMeta, Status, iso, utc_now
+from .spool.store import JobStore
+
+if TYPE_CHECKING:
+    from .service import Service
+
+log = logging.getLogger("ocr_watcher.retention")
+
+REASONS = ("age", "count", "storage")
+TRASH_DIR = "trash"
+MIB = 1024 * 1024
+MAX_LEASE_STEPS = 16  # abandoned leases stepped over on one job before giving up
+
+
+# -- the decision: plain data in, plain data out --------------------------------------------------
+@dataclass(frozen=True)
+class Limits:
+    """None means no limit."""
+
+    max_bytes: int | None = None
+    max_count: int | None = None
+    max_age: timedelta | None = None
+
+    @classmethod
+    def from_config(cls, config: RetentionConfig) -> Limits:
+        return cls(
+            max_bytes=round(config.max_job_storage_mb * MIB) or None,
+            max_count=config.max_job_count or None,
+            max_age=timedelta(hours=config.max_job_age_hours) if config.max_job_age_hours else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JobUsage:
+    job_id: str
+    size_bytes: int
+    terminal: bool  # may be deleted: completed, failed or cancelled, and no RETRY pending
+    finished_at: datetime | None = None
+    created_at: datetime | None = None
+
+    @property
+    def ended_at(self) -> datetime | None:
+        return self.finished_at or self.created_at
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    job_id: str
+    reason: str  # one of REASONS
+    size_bytes: int
+
+
+def _oldest_first(job: JobUsage) -> tuple:
+    return (job.ended_at, job.created_at or job.ended_at, job.job_id)
+
+
+def choose_deletions(jobs: Iterable[JobUsage], limits: Limits, now: datetime) -> list[Deletion]:
+    """Which terminal jobs to delete, oldest first, and why. Non-terminal jobs count but always stay."""
+    jobs = list(jobs)
+    count = len(jobs)
+    total = sum(job.size_bytes for job in jobs)
+    candidates = sorted((job for job in jobs if job.terminal and job.ended_at is not None), key=_oldest_first)
+    deletions: list[Deletion] = []
+    for job in candidates:
+        if limits.max_age is not None and now - job.ended_at > limits.max_age:
+            reason = "age"
+        elif limits.max_count is not None and count > limits.max_count:
+            reason = "count"
+        elif limits.max_bytes is not None and total > limits.max_bytes:
+            reason = "storage"
+        else:
+            break  # every later candidate is younger, and count and storage are within their limits
+        deletions.append(Deletion(job.job_id, reason, job.size_bytes))
+        count -= 1
+        total -= job.size_bytes
+    return deletions
+
+
+# -- measuring -----------------------------------------------------------------------------------
+def folder_size(path: Path | str) -> int:
+    """Sum of the sizes of the files under `path`; symlinks are not followed, vanished files skipped."""
+    total = 0
+    stack = [os.fspath(path)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        else:
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except FileNotFoundError:
+                        continue
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+    return total
+
+
+def human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_age(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "?"
+    seconds = max(0.0, (now - moment).total_seconds())
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+@dataclass(slots=True)
+class _Cached:
+    usage: JobUsage
+    status: Status
+    dir_mtime_ns: int
+
+
+# -- one outbox: inventory, crash-safe deletion, trash -------------------------------------------
+@dataclass
+class PassResult:
+    deletions: list[Deletion] = field(default_factory=list)  # done (or, on a dry run, that would be)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (job id, why) chosen but kept
+    jobs: dict[str, JobUsage] = field(default_factory=dict)  # the inventory the choice was made on
+    total_bytes: int = 0  # job folders left afterwards
+    job_count: int = 0
+    trash_removed: int = 0
+
+    @property
+    def deleted_bytes(self) -> int:
+        return sum(d.size_bytes for d in self.deletions)
+
+
+class Retention:
+    """The I/O around `choose_deletions` for one outbox. Not thread-safe: one pass at a time."""
+
+    def __init__(self, store: JobStore, *, lease_grace_seconds: float = 60.0) -> None:
+        self.store = store
+        self.lease_grace_seconds = lease_grace_seconds
+        self._cache: dict[str, _Cached] = {}
+        self._root = os.fspath(store.root)
+
+    @property
+    def trash(self) -> Path:
+        return self.store.layout.internal / TRASH_DIR
+
+    def run_pass(
+        self,
+        limits: Limits,
+        now: datetime | None = None,
+        *,
+        dry_run: bool = False,
+        on_deleted: Callable[[Deletion, JobUsage], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> PassResult:
+        now = now or utc_now()
+        result = PassResult()
+        if not dry_run:
+            result.trash_removed = self.sweep_trash()
+        result.jobs = {job.job_id: job for job in self.inventory()}
+        result.job_count = len(result.jobs)
+        result.total_bytes = sum(job.size_bytes for job in result.jobs.values())
+        for deletion in choose_deletions(result.jobs.values(), limits, now):
+            if should_stop():
+                break
+            why_kept = None if dry_run else self.delete(deletion.job_id)
+            if why_kept is not None:
+                result.skipped.append((deletion.job_id, why_kept))
+                continue
+            result.deletions.append(deletion)
+            result.job_count -= 1
+            result.total_bytes -= deletion.size_bytes
+            if on_deleted is not None:
+                on_deleted(deletion, result.jobs[deletion.job_id])
+        return result
+
+    # -- inventory ---------------------------------------------------------------------------------
+    def inventory(self) -> list[JobUsage]:
+        """Every job folder with its size; measures only folders it has not seen finished."""
+        job_ids = list(self.store.iter_job_ids())
+        present = set(job_ids)
+        for gone in [job_id for job_id in self._cache if job_id not in present]:
+            del self._cache[gone]
+        return [self._usage(job_id) for job_id in job_ids]
+
+    def _usage(self, job_id: str) -> JobUsage:
+        cached = self._cache.get(job_id)
+        if cached is not None and cached.status is Status.COMPLETED:
+            return cached.usage  # a completed job never changes
+        mtime_ns = self._dir_mtime_ns(job_id)
+        if cached is not None and cached.dir_mtime_ns == mtime_ns:
+            return cached.usage  # failed/cancelled, and nothing was replaced or added since
+        self._cache.pop(job_id, None)
+        paths = self.store.paths(job_id)
+        meta = self.store.try_load(job_id)
+        size = folder_size(paths.dir)
+        if meta is None:  # unreadable or vanished: counted, never deleted
+            return JobUsage(job_id, size, terminal=False)
+        deletable = meta.status.terminal and not paths.retry.exists()
+        usage = JobUsage(job_id, size, deletable, meta.finished_at, meta.created_at)
+        if meta.status.terminal and mtime_ns is not None:
+            self._cache[job_id] = _Cached(usage, meta.status, mtime_ns)
+        return usage
+
+    def _dir_mtime_ns(self, job_id: str) -> int | None:
+        try:
+            return os.stat(os.path.join(self._root, job_id)).st_mtime_ns  # os.path: this runs per job per pass
+        except OSError:
+            return None
+
+    # -- deletion ----------------------------------------------------------------------------------
+    def delete(self, job_id: str) -> str | None:
+        """Delete one terminal job, crash-safely. None when done, else why the job was kept."""
+        self._cache.pop(job_id, None)  # whatever happens, look at it afresh next time
+        meta = self.store.try_load(job_id)
+        why = self._deletable(meta, job_id)
+        if meta is None or why is not None:
+            return why
+        epoch = meta.worker.epoch
+        held = self._take_lease(job_id, epoch)
+        if not held:
+            return "another process holds its lease (a retry or takeover in progress)"
+        current = self.store.try_load(job_id)
+        why = self._deletable(current, job_id)
+        if why is None and current is not None and current.worker.epoch != epoch:
+            why = f"its owner changed (epoch {epoch} -> {current.worker.epoch})"
+        if why is not None:
+            self._release(job_id, held, current.worker.epoch if current is not None else epoch)
+            return why
+        try:
+            self._move_to_trash(job_id)
+        except FileNotFoundError:
+            return "it vanished (deleted by someone else)"
+        except OSError as exc:
+            self._release(job_id, held, epoch)
+            return f"cannot move it to the trash: {exc}"
+        return None
+
+    def _deletable(self, meta: JobMeta | None, job_id: str) -> str | None:
+        if meta is None:
+            return "its metadata.json is missing or unreadable"
+        if not meta.status.terminal:
+            return f"it is {meta.status.value}"
+        if self.store.has_control(job_id, RETRY):
+            return "a RETRY is pending"
+        return None
+
+    def _take_lease(self, job_id: str, epoch: int) -> list[int]:
+        """Own the job at the next free epoch, stepping over leases a crash abandoned.
+
+        The epochs touched, ours last (empty when another process holds a live lease)."""
+        touched: list[int] = []
+        for candidate in range(epoch + 1, epoch + 1 + MAX_LEASE_STEPS):
+            try:
+                taken = self.store.take_lease(job_id, candidate)
+            except FileNotFoundError:
+                return []  # the folder is gone
+            touched.append(candidate)
+            if taken:
+                return touched
+            if not self._abandoned(self.store.paths(job_id).lease(candidate)):
+                return []
+        return []
+
+    def _abandoned(self, lease: Path) -> bool:
+        """A takeover writes metadata.json right after its lease; one that did not for this long crashed."""
+        try:
+            return time.time() - lease.stat().st_mtime > self.lease_grace_seconds
+        except FileNotFoundError:
+            return False
+
+    def _release(self, job_id: str, epochs: list[int], owner_epoch: int) -> None:
+        """Give a kept job back: the leases above its owner's epoch (abandoned ones first, ours last)
+        are removed, so that a RETRY can take it over; a lease that fences its owner stays."""
+        for epoch in epochs:
+            if epoch > owner_epoch:
+                try:
+                    self.store.paths(job_id).lease(epoch).unlink()
+                except FileNotFoundError:
+                    pass
+
+    def _move_to_trash(self, job_id: str) -> None:
+        self.trash.mkdir(parents=True, exist_ok=True)
+        target = self.trash / f"{job_id}-{secrets.token_hex(4)}"
+        os.rename(self.store.paths(job_id).dir, target)
+        if self.store.fsync:
+            fsync_dir(self.store.root)
+        shutil.rmtree(target, ignore_errors=True)  # what is left is removed by the next pass
+
+    def sweep_trash(self) -> int:
+        """Remove what a crash (or a failed removal) left in the trash."""
+        try:
+            names = os.listdir(self.trash)
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        for name in names:
+            path = self.trash / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+            if os.path.lexists(path):
+                log.warning("cannot remove %s from the retention trash (will try again)", path)
+            else:
+                removed += 1
+        return removed
+
+
+def describe(deletion: Deletion, job: JobUsage | None, now: datetime) -> str:
+    """`<reason> limit, <size>, finished <when> (<age> ago)`: for the log and for `purge`."""
+    ended = job.ended_at if job is not None else None
+    return (
+        f"{deletion.reason} limit, {human_bytes(deletion.size_bytes)},"
+        f" finished {iso(ended) or '?'} ({human_age(ended, now)} ago)"
+    )
+
+
+# -- the daemon's side ---------------------------------------------------------------------------
+class RetentionHooks(Hooks):
+    """Runs a pass at start and every `retention.interval_seconds` after the previous one ended.
+
+    The pass runs on a background thread (the first one over a big outbox reads every job), so the
+    main loop never waits on it; deletions are handed to the other hooks on the main thread."""
+
+    def __init__(self) -> None:
+        self.retention: Retention | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._deleted: queue.SimpleQueue[Deletion] = queue.SimpleQueue()
+        self._outbox_bytes: int | None = None
+        self._last_end: float | None = None
+
+    def on_start(self, service: Service) -> None:
+        try:
+            self._start_pass(service)
+        except Exception:
+            log.exception("retention: cannot start (will try again)")
+            self._last_end = time.monotonic()
+
+    def on_tick(self, service: Service) -> None:
+        try:
+            self._report(service)
+            if self._due(service):
+                self._start_pass(service)
+        except Exception:
+            log.exception("retention: internal error (will try again)")
+
+    def on_stop(self, service: Service) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)  # a removal still running finishes from the trash next time
+        self._report(service)
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _due(self, service: Service) -> bool:
+        if self._last_end is None or self._stop.is_set():
+            return False
+        running = self._thread is not None and self._thread.is_alive()
+        return not running and time.monotonic() - self._last_end >= service.config.retention.interval_seconds
+
+    def _report(self, service: Service) -> None:
+        while True:
+            try:
+                deletion = self._deleted.get_nowait()
+            except queue.Empty:
+                break
+            service.hooks.on_job_deleted(deletion.job_id, deletion.reason, deletion.size_bytes)
+        if self._outbox_bytes is not None:
+            service.outbox_bytes = self._outbox_bytes
+
+    def _start_pass(self, service: Service) -> None:
+        if self.retention is None:
+            grace = service.config.jobs.heartbeat_lease_seconds
+            self.retention = Retention(service.store, lease_grace_seconds=grace)
+        limits = Limits.from_config(service.config.retention)  # read each time: SIGHUP changes it
+        self._last_end = None
+        self._thread = threading.Thread(target=self._run, args=(limits,), name="retention", daemon=True)
+        self._thread.start()
+
+    def _run(self, limits: Limits) -> None:
+        assert self.retention is not None
+        now = utc_now()
+        try:
+            result = self.retention.run_pass(
+                limits, now, on_deleted=lambda d, job: self._on_deleted(d, job, now), should_stop=self._stop.is_set
+            )
+            self._outbox_bytes = result.total_bytes
+            for job_id, why in result.skipped:
+                log.info("%s: kept by retention although over a limit: %s", job_id, why)
+            if result.trash_removed:
+                log.info("retention: removed %d leftovers from the trash", result.trash_removed)
+        except Exception:
+            log.exception("retention pass failed (will try again)")
+        finally:
+            self._last_end = time.monotonic()
+
+    def _on_deleted(self, deletion: Deletion, job: JobUsage, now: datetime) -> None:
+        log.info("%s: deleted by retention: %s", deletion.job_id, describe(deletion, job, now))
+        self._deleted.put(deletion)
+
+
+def make_hooks(config: Config) -> RetentionHooks:
+    return RetentionHooks()
