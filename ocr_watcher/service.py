@@ -180,8 +180,6 @@ class Service:
             except queue.Empty:
                 event = None
         now = time.monotonic()
-        if self._reload_requested:
-            self._reload()
         if now - self._last_heartbeat >= self._heartbeat_interval:
             self._check_fencing()
             self._write_heartbeat()
@@ -199,28 +197,51 @@ class Service:
             self.intake.forget_reports()
             self._last_rescan = now
         self.hooks.on_tick(self)
+        if self._reload_requested:  # after the hooks, so that they see it begin (RELOADING=1)
+            self._reload()
 
+    # Called from signal handlers: they only set flags, the loop acts on them (uvicorn style).
     def request_stop(self) -> None:
         self._stop_requested = True
 
     def request_reload(self) -> None:
         self._reload_requested = True
 
+    @property
+    def stop_pending(self) -> bool:
+        return self._stop_requested
+
+    @property
+    def reload_pending(self) -> bool:
+        """A SIGHUP arrived; the reload runs at the end of the current tick, after the hooks."""
+        return self._reload_requested
+
     def shutdown(self) -> None:
-        log.info("stopping: finishing pages in flight (up to %.0f s)", self.config.pipeline.shutdown_grace_seconds)
+        """The graceful stop: claim nothing more, let the pages in flight finish for up to
+        `shutdown_grace_seconds` (a page still running then is simply done again on the next start:
+        finished pages are on disk), record every job's state, release the worker lock."""
+        grace = self.config.pipeline.shutdown_grace_seconds
+        log.info("stopping: no new claims; finishing %d pages in flight (up to %g s)", self.pipeline.busy, grace)
         self.hooks.on_stop(self)
         self.intake.stop_watching()
-        self.pipeline.stop(self.config.pipeline.shutdown_grace_seconds)
+        self.pipeline.stop(grace)
         while True:
             try:
-                self._handle(self.events.get_nowait(), stopping=True)
+                event = self.events.get_nowait()
             except queue.Empty:
                 break
+            try:
+                self._handle(event, stopping=True)
+            except Exception:  # as in _tick: one job's bug must not keep the others' state unwritten
+                log.exception("%s: internal error while handling %s", event.job.job_id, type(event).__name__)
         for active in list(self.active.values()):
             active.dirty = True
         self._flush_dirty()
         for engine in self._engines.values():
-            engine.close()
+            try:
+                engine.close()
+            except Exception:
+                log.exception("closing engine %s failed", getattr(engine, "name", engine))
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -530,25 +551,136 @@ class Service:
 
     # -- reload ----------------------------------------------------------------------------------
     def _reload(self) -> None:
+        """SIGHUP: read the configuration again and apply what can change while running (profiles,
+        ignore rules and the other intake settings, retention limits, log level, job leases, page
+        retries and error rate, shutdown grace). Jobs in progress carry on. A configuration that does
+        not load, or names an engine that cannot run, is refused and the running one kept. Settings
+        read only at start keep their running values, with a warning; see RESTART_ONLY."""
         self._reload_requested = False
-        overrides = {"inbox": str(self.config.inbox), "outbox": str(self.config.outbox)}
+        source = str(self.config_path) if self.config_path else "the environment"
         try:
-            new = load_config(self.config_path, overrides=overrides)
+            loaded = load_config(self.config_path)
+            new, ignored = keep_restart_only(self.config, loaded)
+            engines = self._engines_for(new)
         except ConfigError as exc:
-            log.error("reload refused, keeping the running configuration: %s", exc)
+            log.error("reload refused, keeping the running configuration: %s", one_line(str(exc)))
             return
+        except Exception:  # whatever went wrong, the daemon keeps serving with what it has
+            log.exception("reload failed, keeping the running configuration")
+            return
+        for key, running, wanted in ignored:
+            log.warning(
+                "reload: %s is %r in %s, but it %s; keeping %r until the service is restarted",
+                key,
+                wanted,
+                source,
+                "cannot change while the daemon runs" if key in FIXED_KEYS else "is read only at start",
+                running,
+            )
+        changed = changed_keys(self.config, new)
+        self._engines.update(engines)
         self.config = new
         self.intake.apply_config(new)
         logging.getLogger().setLevel(new.log_level.upper())
-        log.info("configuration reloaded")
+        log.info("configuration reloaded from %s: %s", source, ", ".join(changed) if changed else "no changes")
+
+    def _engines_for(self, config: Config) -> dict[tuple, Engine]:
+        """Engines the new configuration needs that are not running yet, built and checked now, so
+        that a reload naming an engine that cannot run is refused rather than failing jobs later."""
+        built: dict[tuple, Engine] = {}
+        for name in {"default", *config.profiles}:
+            profile = config.profile(name)
+            engine_name = resolve_engine_name(profile.engine or config.engine)
+            key = (engine_name, profile.language, profile.dpi)
+            if key in self._engines or key in built:
+                continue
+            try:
+                built[key] = build_engine(engine_name, config, profile)
+            except EngineUnavailable as exc:
+                for engine in built.values():
+                    engine.close()
+                setting = f"profiles.{name}.engine" if profile.engine else "engine"
+                raise ConfigError(f"{setting}: engine {engine_name!r} cannot run: {exc}") from exc
+        return built
+
+
+# Settings a reload cannot change: the folders and the identity define which jobs are this daemon's.
+FIXED_KEYS = ("inbox", "outbox", "worker_id")
+# Settings read once at start (by the pipeline, the job store, the engines, the HTTP server).
+RESTART_ONLY = (
+    *FIXED_KEYS,
+    "intake.use_inotify",
+    "pipeline.workers",
+    "pipeline.render_timeout_seconds",
+    "pipeline.render_memory_mb",
+    "pipeline.page_timeout_seconds",
+    "pipeline.fast_lane_pages",
+    "pipeline.work_dir",
+    "tesseract",
+    "jobs.fsync",
+    "http",
+)
+
+
+def _flatten(tree: object, prefix: str = "") -> dict[str, object]:
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: tree}
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """Dotted names of the settings that differ, e.g. ["intake.ignore", "profiles.urgent.priority"]."""
+    before, after = _flatten(old.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
+    return sorted(key for key in before.keys() | after.keys() if before.get(key, None) != after.get(key, None))
+
+
+def _restart_only(key: str) -> bool:
+    return any(key == name or key.startswith(name + ".") for name in RESTART_ONLY)
+
+
+def keep_restart_only(running: Config, loaded: Config) -> tuple[Config, list[tuple[str, object, object]]]:
+    """`loaded` with every RESTART_ONLY setting put back to its running value, and the
+    (key, running value, value loaded) of each setting that was put back."""
+    before, after = _flatten(running.model_dump(mode="json")), _flatten(loaded.model_dump(mode="json"))
+    put_back = [
+        (key, before.get(key), after.get(key))
+        for key in sorted(before.keys() | after.keys())
+        if _restart_only(key) and before.get(key) != after.get(key)
+    ]
+    if not put_back:
+        return loaded, []
+    current, wanted = running.model_dump(), loaded.model_dump()
+    for dotted in RESTART_ONLY:
+        *parents, last = dotted.split(".")
+        source, target = current, wanted
+        for part in parents:
+            source, target = source[part], target[part]
+        target[last] = source[last]
+    return Config.model_validate(wanted), put_back
+
+
+def one_line(message: str) -> str:
+    """A multi-line message as one log line (journald makes each line its own entry)."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip()).replace(":;", ":")
 
 
 def install_signal_handlers(service: Service) -> None:
+    """SIGTERM/SIGINT: graceful stop; a second SIGINT (Ctrl-C twice): leave at once, the next start
+    resumes from the checkpoints. SIGHUP: reload the configuration. The handlers only set flags; the
+    main loop notices them within a tick."""
+
     def stop(signum: int, _frame: object) -> None:
-        if service._stop_requested and signum == signal.SIGINT:
-            os._exit(130)  # a second Ctrl-C: leave now; the next start resumes from checkpoints
+        if service.stop_pending and signum == signal.SIGINT:
+            os.write(2, b"ocr-watcher: second interrupt, exiting now; unfinished pages are redone on the next start\n")
+            os._exit(130)
         service.request_stop()
+
+    def reload(_signum: int, _frame: object) -> None:
+        service.request_reload()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, lambda *_: service.request_reload())
+    signal.signal(signal.SIGHUP, reload)
