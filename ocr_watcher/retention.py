@@ -277,7 +277,9 @@ class Retention:
         if meta is None or why is not None:
             return why
         epoch = meta.worker.epoch
-        held = self._take_lease(job_id, epoch)
+        held = self.store.take_next_lease(
+            job_id, epoch, abandoned_after=self.lease_grace_seconds, max_steps=MAX_LEASE_STEPS
+        )
         if not held:
             return "another process holds its lease (a retry or takeover in progress)"
         current = self.store.try_load(job_id)
@@ -304,30 +306,6 @@ class Retention:
         if self.store.has_control(job_id, RETRY):
             return "a RETRY is pending"
         return None
-
-    def _take_lease(self, job_id: str, epoch: int) -> list[int]:
-        """Own the job at the next free epoch, stepping over leases a crash abandoned.
-
-        The epochs touched, ours last (empty when another process holds a live lease)."""
-        touched: list[int] = []
-        for candidate in range(epoch + 1, epoch + 1 + MAX_LEASE_STEPS):
-            try:
-                taken = self.store.take_lease(job_id, candidate)
-            except FileNotFoundError:
-                return []  # the folder is gone
-            touched.append(candidate)
-            if taken:
-                return touched
-            if not self._abandoned(self.store.paths(job_id).lease(candidate)):
-                return []
-        return []
-
-    def _abandoned(self, lease: Path) -> bool:
-        """A takeover writes metadata.json right after its lease; one that did not for this long crashed."""
-        try:
-            return time.time() - lease.stat().st_mtime > self.lease_grace_seconds
-        except FileNotFoundError:
-            return False
 
     def _release(self, job_id: str, epochs: list[int], owner_epoch: int) -> None:
         """Give a kept job back: the leases above its owner's epoch (abandoned ones first, ours last)

@@ -28,6 +28,7 @@ from .intake.intake import Intake
 from .pipeline.assemble import assemble_result
 from .pipeline.runner import Event, Opened, PageDone, PageFailed, Pipeline, PipelineSettings
 from .pipeline.scheduler import PageScheduler, RunningJob
+from .reload import FIXED_KEYS, changed_keys, keep_restart_only, one_line
 from .spool.atomic import atomic_write_json
 from .spool.claim import Claimer
 from .spool.layout import CANCEL, RETRY
@@ -460,12 +461,12 @@ class Service:
 
     def _take_over(self, meta: JobMeta, *, reason: str) -> bool:
         """Become the job's owner at the next epoch (exactly one daemon can)."""
-        epoch = meta.worker.epoch + 1
-        try:
-            if not self.store.take_lease(meta.job_id, epoch):
-                return False
-        except FileNotFoundError:
+        taken = self.store.take_next_lease(
+            meta.job_id, meta.worker.epoch, abandoned_after=self.config.jobs.heartbeat_lease_seconds
+        )
+        if not taken:
             return False
+        epoch = taken[-1]
         previous = meta.worker.id
         meta.worker = Worker(id=self.worker_id, host=self.host, pid=os.getpid(), heartbeat_at=utc_now(), epoch=epoch)
         if previous != self.worker_id:
@@ -602,69 +603,6 @@ class Service:
                 setting = f"profiles.{name}.engine" if profile.engine else "engine"
                 raise ConfigError(f"{setting}: engine {engine_name!r} cannot run: {exc}") from exc
         return built
-
-
-# Settings a reload cannot change: the folders and the identity define which jobs are this daemon's.
-FIXED_KEYS = ("inbox", "outbox", "worker_id")
-# Settings read once at start (by the pipeline, the job store, the engines, the HTTP server).
-RESTART_ONLY = (
-    *FIXED_KEYS,
-    "intake.use_inotify",
-    "pipeline.workers",
-    "pipeline.render_timeout_seconds",
-    "pipeline.render_memory_mb",
-    "pipeline.page_timeout_seconds",
-    "pipeline.fast_lane_pages",
-    "pipeline.work_dir",
-    "tesseract",
-    "jobs.fsync",
-    "http",
-)
-
-
-def _flatten(tree: object, prefix: str = "") -> dict[str, object]:
-    if not isinstance(tree, dict) or not tree:
-        return {prefix: tree}
-    flat: dict[str, object] = {}
-    for key, value in tree.items():
-        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
-
-
-def changed_keys(old: Config, new: Config) -> list[str]:
-    """Dotted names of the settings that differ, e.g. ["intake.ignore", "profiles.urgent.priority"]."""
-    before, after = _flatten(old.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
-    return sorted(key for key in before.keys() | after.keys() if before.get(key, None) != after.get(key, None))
-
-
-def _restart_only(key: str) -> bool:
-    return any(key == name or key.startswith(name + ".") for name in RESTART_ONLY)
-
-
-def keep_restart_only(running: Config, loaded: Config) -> tuple[Config, list[tuple[str, object, object]]]:
-    """`loaded` with every RESTART_ONLY setting put back to its running value, and the
-    (key, running value, value loaded) of each setting that was put back."""
-    before, after = _flatten(running.model_dump(mode="json")), _flatten(loaded.model_dump(mode="json"))
-    put_back = [
-        (key, before.get(key), after.get(key))
-        for key in sorted(before.keys() | after.keys())
-        if _restart_only(key) and before.get(key) != after.get(key)
-    ]
-    if not put_back:
-        return loaded, []
-    current, wanted = running.model_dump(), loaded.model_dump()
-    for dotted in RESTART_ONLY:
-        *parents, last = dotted.split(".")
-        source, target = current, wanted
-        for part in parents:
-            source, target = source[part], target[part]
-        target[last] = source[last]
-    return Config.model_validate(wanted), put_back
-
-
-def one_line(message: str) -> str:
-    """A multi-line message as one log line (journald makes each line its own entry)."""
-    return "; ".join(line.strip() for line in message.splitlines() if line.strip()).replace(":;", ":")
 
 
 def install_signal_handlers(service: Service) -> None:

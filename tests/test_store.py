@@ -332,3 +332,22 @@ def test_temp_names_are_hidden_and_recognised(tmp_path):
     assert is_temp_name(name)
     assert not is_temp_name("metadata.json")
     assert not is_temp_name(".lease-2")
+
+
+def test_take_next_lease_steps_over_an_abandoned_lease_but_not_a_live_one(tmp_path):
+    """A takeover that crashed between taking its lease and writing metadata.json leaves a lease
+    nobody uses: once it is older than `abandoned_after`, the next taker steps over it to the next
+    epoch (and the old owner stays fenced); a fresh lease means someone is taking over right now."""
+    import os as _os
+
+    store = JobStore(tmp_path)
+    job_dir = tmp_path / "a.pdf_20260101_000000_0000000a"
+    job_dir.mkdir()
+    job_id = job_dir.name
+    assert store.take_lease(job_id, 2)  # a taker that then crashed
+    assert store.take_next_lease(job_id, 1, abandoned_after=60) == []  # still fresh: hands off
+    old = store.paths(job_id).lease(2)
+    _os.utime(old, (old.stat().st_mtime - 120, old.stat().st_mtime - 120))
+    assert store.take_next_lease(job_id, 1, abandoned_after=60) == [2, 3]
+    assert store.is_fenced(job_id, 1) and store.is_fenced(job_id, 2) and not store.is_fenced(job_id, 3)
+    assert store.take_next_lease(job_id, 1, abandoned_after=60) == []  # 3 is live now

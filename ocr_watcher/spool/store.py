@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,31 @@ class JobStore:
             return False
         os.close(fd)
         return True
+
+    def take_next_lease(self, job_id: str, epoch: int, *, abandoned_after: float, max_steps: int = 16) -> list[int]:
+        """Own the job at the first free epoch after `epoch`, stepping over leases a crash abandoned.
+
+        A takeover writes metadata.json right after taking its lease; a lease older than
+        `abandoned_after` seconds whose taker never did so belongs to a process that died in between,
+        and would otherwise block the job for good. Returns the epochs touched, ours last; empty
+        when another process holds a live lease (or the folder is gone).
+        """
+        touched: list[int] = []
+        for candidate in range(epoch + 1, epoch + 1 + max_steps):
+            try:
+                taken = self.take_lease(job_id, candidate)
+            except FileNotFoundError:
+                return []
+            touched.append(candidate)
+            if taken:
+                return touched
+            try:
+                age = time.time() - self.paths(job_id).lease(candidate).stat().st_mtime
+            except FileNotFoundError:
+                return []
+            if age <= abandoned_after:
+                return []
+        return []
 
     def is_fenced(self, job_id: str, epoch: int) -> bool:
         """True when another daemon has taken the job over from the owner at `epoch`."""
