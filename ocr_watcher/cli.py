@@ -78,10 +78,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     }
     if args.settle is not None:
         overrides["intake"] = {"settle_seconds": args.settle}
+    overrides = {key: value for key, value in overrides.items() if value is not None}
     config = _config(args, **overrides)
     setup_logging(config.log_level)
     try:
-        service = Service(config, args.config, hooks=build_hooks(config))
+        service = Service(config, args.config, hooks=build_hooks(config), overrides=overrides)
         install_signal_handlers(service)
         return service.run()
     except StartupError as exc:

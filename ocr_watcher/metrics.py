@@ -86,19 +86,6 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
-def is_engine_error(error: str, engine: str) -> bool:
-    """Whether a page error came from the engine itself (not rendering, the input or a cancel).
-
-    The pipeline words engine errors as "<engine>: ..." or "<engine> crashed: ..." (runner.py).
-    """
-    return error.startswith((f"{engine}: ", f"{engine} crashed"))
-
-
-def _from_engine(info: dict[str, Any], engine: str) -> bool:
-    stage = info.get("stage")  # where the pipeline says so; else told from the error's wording
-    return stage == "engine" if stage else is_engine_error(str(info.get("error", "")), engine)
-
-
 def engine_problems(engines: Iterable[tuple[str, Engine]]) -> list[str]:
     """One line per engine that cannot take pages now; empty when all are ready."""
     problems = []
@@ -246,7 +233,7 @@ class MetricsHooks(Hooks):
     def on_start(self, service: Service) -> None:
         self._service = service
         self._last_tick = self.clock()
-        self.metrics.add_engines(sorted({engine.name for engine in service._engines.values()}))
+        self.metrics.add_engines(sorted({engine.name for engine in service.engines().values()}))
         self.refresh(service)
         self.start_server()
 
@@ -285,7 +272,7 @@ class MetricsHooks(Hooks):
                 m.page_duration.labels(engine=engine).observe(info["seconds_engine"])
             if isinstance(info.get("seconds_render"), (int, float)):
                 m.page_render_duration.labels(engine=engine).observe(info["seconds_render"])
-        elif _from_engine(info, engine):
+        elif info.get("stage") == "engine":  # not rendering, the input, or a cancel
             m.engine_errors.labels(engine=engine).inc()
 
     def on_job_deleted(self, job_id: str, reason: str, size_bytes: int) -> None:
@@ -315,7 +302,7 @@ class MetricsHooks(Hooks):
             self.config = service.config
             m.add_profiles(profile_names(service.config))
             self.set_limits(service.config)
-        self._engines = [(_engine_label(key, engine), engine) for key, engine in list(service._engines.items())]
+        self._engines = [(_engine_label(key, engine), engine) for key, engine in service.engines().items()]
         ready: dict[str, int] = {}  # an engine kind is ready when all its instances are
         for label, engine in self._engines:
             ok = 0 if engine_problems([(label, engine)]) else 1

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import logging
 import os
 import queue
@@ -17,8 +16,8 @@ import socket
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from .config import Config, ConfigError, ProfileConfig, load_config
 from .engines.base import Engine, EngineUnavailable
@@ -29,11 +28,11 @@ from .pipeline.assemble import assemble_result
 from .pipeline.runner import Event, Opened, PageDone, PageFailed, Pipeline, PipelineSettings
 from .pipeline.scheduler import PageScheduler, RunningJob
 from .reload import FIXED_KEYS, changed_keys, keep_restart_only, one_line
-from .spool.atomic import atomic_write_json
 from .spool.claim import Claimer
 from .spool.layout import CANCEL, RETRY
-from .spool.model import RETRYABLE, TERMINAL, JobError, JobMeta, Status, Worker, iso, utc_now
+from .spool.model import RETRYABLE, TERMINAL, JobError, JobMeta, Status, Worker, utc_now
 from .spool.store import JobStore
+from .spool.workers import Beat, Heartbeats
 
 log = logging.getLogger("ocr_watcher")
 TICK_SECONDS = 0.25
@@ -54,13 +53,21 @@ class _Active:
 
 
 class Service:
-    def __init__(self, config: Config, config_path: Path | None = None, hooks: HookList | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None = None,
+        hooks: HookList | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> None:
         self.config = config
         self.hooks = hooks or HookList()
         self.config_path = config_path
+        self.overrides = overrides or {}  # command-line flags: applied again on every reload
         self.worker_id = config.resolved_worker_id
         self.host = socket.gethostname()
         self.store = JobStore(config.outbox, fsync=config.jobs.fsync)
+        self.heartbeats = Heartbeats(self.store.layout, self.worker_id, self.host, config.jobs.heartbeat_lease_seconds)
         self.claimer = Claimer(config.inbox, self.store, self.worker_id)
         self.intake = Intake(config, self._engine_name_for_profile)
         self.scheduler = PageScheduler(config.pipeline.fast_lane_pages)
@@ -139,7 +146,7 @@ class Service:
             except EngineUnavailable as exc:
                 raise StartupError(f"engine {name!r} (profile {profile!r}) cannot run: {exc}") from exc
         self._write_heartbeat()
-        recovered = self.claimer.recover(self._worker_is_gone)
+        recovered = self.claimer.recover(self.heartbeats.is_gone)
         if recovered:
             log.info("finished %d claims interrupted by a crash", len(recovered))
         self._scan_outbox(startup=True)
@@ -243,6 +250,7 @@ class Service:
                 engine.close()
             except Exception:
                 log.exception("closing engine %s failed", getattr(engine, "name", engine))
+        self._write_heartbeat(stopped=True)  # our jobs may be taken over now, not after a lease
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -327,7 +335,8 @@ class Service:
         if active.meta.status is Status.QUEUED:
             active.meta.transition(Status.PROCESSING)
             active.meta.worker.heartbeat_at = utc_now()
-            log.info("%s: processing, %d pages (%d already done)", job.job_id, job.pages_total, len(job.done))
+            pages = f"{job.pages_total} page{'s' if job.pages_total != 1 else ''}"
+            log.info("%s: processing, %s (%d already done)", job.job_id, pages, len(job.done))
             self._save(active)
             self.hooks.on_job_status(active.meta, Status.QUEUED)
         if not stopping:
@@ -346,12 +355,20 @@ class Service:
                 job.pending.appendleft(event.page)
             else:
                 self.scheduler.requeue(job, event.page)
-            self.hooks.on_page(job.job_id, event.page, "retried", {"error": event.error})
+            self.hooks.on_page(job.job_id, event.page, "retried", self._failure_info(job, event))
             return
         log.warning("%s: page %d failed for good: %s", job.job_id, event.page, event.error)
         job.failed[event.page] = event.error
-        self.hooks.on_page(job.job_id, event.page, "failed", {"error": event.error})
+        self.hooks.on_page(job.job_id, event.page, "failed", self._failure_info(job, event))
         self._progress(active)
+
+    @staticmethod
+    def _failure_info(job: RunningJob, event: PageFailed) -> dict[str, Any]:
+        return {"error": event.error, "stage": event.stage, "engine": job.engine}
+
+    def engines(self) -> dict[tuple, Engine]:
+        """The engine instances in use, by (engine, language, dpi)."""
+        return dict(self._engines)
 
     def _progress(self, active: _Active) -> None:
         job = active.job
@@ -476,10 +493,10 @@ class Service:
     def _scan_outbox(self, startup: bool = False) -> None:
         self._last_outbox_scan = time.monotonic()
         if not startup:  # claims are made on this thread, so none of ours is half-way now
-            for job_id in self.claimer.recover(self._worker_is_gone):
+            for job_id in self.claimer.recover(self.heartbeats.is_gone):
                 log.warning("%s: finished an interrupted claim", job_id)
         seen: set[str] = set()
-        heartbeats: dict[str, datetime | None] = {}
+        beats: dict[str, Beat | None] = {}
         for job_id in self.store.iter_job_ids():
             seen.add(job_id)
             if job_id in self._retryable:
@@ -496,7 +513,7 @@ class Service:
             elif meta.worker.id == self.worker_id and (startup or not self._is_fenced_meta(meta)):
                 log.info("%s: resuming (%s, %d pages done)", job_id, meta.status.value, meta.progress.pages_done)
                 self._activate(meta)
-            elif self._lease_expired(meta, heartbeats) and self._take_over(meta, reason="heartbeat expired"):
+            elif self.heartbeats.job_owner_gone(meta, beats) and self._take_over(meta, reason="heartbeat expired"):
                 self.store.save(meta)
                 self._activate(meta)
         self._terminal &= seen
@@ -505,44 +522,14 @@ class Service:
     def _is_fenced_meta(self, meta: JobMeta) -> bool:
         return self.store.is_fenced(meta.job_id, meta.worker.epoch)
 
-    def _lease_expired(self, meta: JobMeta, cache: dict[str, datetime | None]) -> bool:
-        worker = meta.worker.id
-        if worker not in cache:
-            cache[worker] = self._read_heartbeat(worker)
-        beats = [moment for moment in (cache[worker], meta.worker.heartbeat_at) if moment is not None]
-        if not beats:
-            return True
-        return (utc_now() - max(beats)).total_seconds() > self.config.jobs.heartbeat_lease_seconds
-
-    def _worker_is_gone(self, worker_id: str) -> bool:
-        beat = self._read_heartbeat(worker_id)
-        return beat is None or (utc_now() - beat).total_seconds() > self.config.jobs.heartbeat_lease_seconds
-
     # -- heartbeats and fencing ------------------------------------------------------------------
     @property
     def _heartbeat_interval(self) -> float:
         return max(0.2, self.config.jobs.heartbeat_lease_seconds / 4)
 
-    def _read_heartbeat(self, worker_id: str) -> datetime | None:
-        path = self.store.layout.worker_heartbeat(worker_id)
-        try:
-            return datetime.fromisoformat(json.loads(path.read_bytes())["heartbeat_at"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def _write_heartbeat(self) -> None:
+    def _write_heartbeat(self, stopped: bool = False) -> None:
         self._last_heartbeat = time.monotonic()
-        record = {
-            "worker_id": self.worker_id,
-            "host": self.host,
-            "pid": os.getpid(),
-            "heartbeat_at": iso(utc_now()),
-            "active_jobs": len(self.active),
-        }
-        try:
-            atomic_write_json(self.store.layout.worker_heartbeat(self.worker_id), record, fsync=False)
-        except OSError as exc:
-            log.error("cannot write the heartbeat file: %s", exc)
+        self.heartbeats.write(len(self.active), stopped=stopped)
 
     def _check_fencing(self) -> None:
         """After a pause (SIGSTOP, a stalled share) another daemon may own some of our jobs."""
@@ -560,7 +547,7 @@ class Service:
         self._reload_requested = False
         source = str(self.config_path) if self.config_path else "the environment"
         try:
-            loaded = load_config(self.config_path)
+            loaded = load_config(self.config_path, overrides=self.overrides)
             new, ignored = keep_restart_only(self.config, loaded)
             engines = self._engines_for(new)
         except ConfigError as exc:
@@ -581,6 +568,7 @@ class Service:
         changed = changed_keys(self.config, new)
         self._engines.update(engines)
         self.config = new
+        self.heartbeats.lease_seconds = new.jobs.heartbeat_lease_seconds
         self.intake.apply_config(new)
         logging.getLogger().setLevel(new.log_level.upper())
         log.info("configuration reloaded from %s: %s", source, ", ".join(changed) if changed else "no changes")

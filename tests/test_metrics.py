@@ -25,7 +25,6 @@ from ocr_watcher.config import load_config
 from ocr_watcher.hooks import HookList, Hooks
 from ocr_watcher.metrics import (
     MetricsHooks,
-    is_engine_error,
     job_duration_seconds,
     make_hooks,
     queue_wait_seconds,
@@ -231,12 +230,14 @@ def test_job_timings_come_from_the_metadata() -> None:
     assert queue_wait_seconds(meta) == 5
 
 
-def test_engine_errors_are_told_apart_from_render_and_input_errors() -> None:
-    assert is_engine_error("tesseract: exited with 1", "tesseract")
-    assert is_engine_error("vllm crashed: ConnectionError()", "vllm")
-    assert not is_engine_error("rendering failed: timeout", "tesseract")
-    assert not is_engine_error("cancelled", "vllm")
-    assert not is_engine_error("text_layer: x", "text")
+def test_engine_errors_are_told_apart_from_render_and_input_errors(tmp_path: Path) -> None:
+    """Only failures the pipeline attributes to the engine stage count as engine errors."""
+    hooks = MetricsHooks(load_config(environ={}, overrides=_overrides(tmp_path, {"enabled": False})))
+    for stage in ("engine", "render", "cancelled", "engine"):
+        hooks.on_page("job", 1, "retried", {"error": "x", "stage": stage, "engine": "tesseract"})
+    registry = hooks.metrics.registry
+    assert registry.get_sample_value("ocr_watcher_engine_errors_total", {"engine": "tesseract"}) == 2
+    assert registry.get_sample_value("ocr_watcher_pages_total", {"outcome": "retried", "engine": "tesseract"}) == 4
 
 
 def _overrides(tmp_path: Path, http: dict[str, Any]) -> dict[str, Any]:
@@ -268,8 +269,8 @@ def test_hook_calls_move_the_counters_without_naming_jobs(tmp_path: Path) -> Non
         meta.transition(status)
         hooks.on_job_status(meta, previous)
     hooks.on_page(meta.job_id, 1, "done", {"engine": "text", "seconds_engine": 0.01, "seconds_render": 0.2})
-    hooks.on_page(meta.job_id, 2, "retried", {"engine": "text", "error": "text: the engine said no"})
-    hooks.on_page(meta.job_id, 2, "failed", {"engine": "text", "error": "rendering failed: timeout"})
+    hooks.on_page(meta.job_id, 2, "retried", {"engine": "text", "error": "text: no", "stage": "engine"})
+    hooks.on_page(meta.job_id, 2, "failed", {"engine": "text", "error": "rendering failed", "stage": "render"})
     hooks.on_page(meta.job_id, 3, "failed", {"engine": "text", "error": "boom", "stage": "engine"})
     hooks.on_job_deleted(meta.job_id, "age", 4096)
     exposition = hooks.metrics.exposition().decode()

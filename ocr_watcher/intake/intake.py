@@ -19,10 +19,11 @@ from pathlib import Path
 
 from ..config import Config
 from ..spool.claim import ClaimRequest
+from ..spool.layout import INTERNAL_DIR
 from ..spool.model import JobError
 from .fs import default_settle_seconds
 from .readiness import Action, Observation, Tracked, decide, next_check_in, observe
-from .rules import compile_patterns, is_ignored_name, profile_for
+from .rules import compile_patterns, is_ignored_name, is_ignored_path, profile_for
 from .sniff import Sniff, Verdict, sniff_file
 
 log = logging.getLogger("ocr_watcher.intake")
@@ -34,7 +35,6 @@ class Intake:
         self.root = config.inbox
         self.config = config
         self.engine_for_profile = engine_for_profile
-        self.apply_config(config)
         self.tracked: dict[str, Tracked] = {}
         self._due: list[tuple[float, str]] = []  # heap of (monotonic time, relative path)
         self._ready: dict[str, ClaimRequest] = {}
@@ -46,6 +46,7 @@ class Intake:
         self._last_scan = float("-inf")
         self._folders: list[Path] = [self.root]  # folders the last scan visited (watched with inotify)
         self._watcher = None
+        self.apply_config(config)
 
     def apply_config(self, config: Config) -> None:
         self.config = config
@@ -56,6 +57,8 @@ class Intake:
             else default_settle_seconds(self.root)
         )
         self.invalid_timeout = config.intake.invalid_timeout_seconds
+        for rel in [rel for rel in self.tracked if is_ignored_path(rel.split("/"), self.patterns)]:
+            self.forget(rel)  # newly ignored by a reload: not to be claimed from what was seen before
 
     # -- inotify -------------------------------------------------------------------------------
     def start_watching(self) -> None:
@@ -142,9 +145,12 @@ class Intake:
             self._report_once(prefix or ".", f"cannot list inbox folder {folder}: {exc}")
             return
         for entry in entries:
-            if is_ignored_name(entry.name, self.patterns):
-                continue
             rel = f"{prefix}{entry.name}"
+            if is_ignored_name(entry.name, self.patterns):
+                if rel != INTERNAL_DIR:  # nothing is skipped without a log line (hidden names: debug)
+                    level = logging.DEBUG if entry.name.startswith(".") else logging.INFO
+                    self._report_once(rel, f"ignoring {rel!r}: it matches the ignore rules", level)
+                continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
@@ -234,13 +240,13 @@ class Intake:
             failure=failure,
         )
 
-    def _report_once(self, key: str, message: str) -> None:
+    def _report_once(self, key: str, message: str, level: int = logging.WARNING) -> None:
         if key in self._reported:
             return
         if len(self._reported) >= _MAX_REPORTED:
             self._reported.clear()
         self._reported.add(key)
-        log.warning("%s", message)
+        log.log(level, "%s", message)
 
     def forget_reports(self) -> None:
         """Periodically, so a long-lived oddity is mentioned again now and then."""

@@ -48,6 +48,7 @@ class PageFailed:
     page: int
     error: str
     permanent: bool = False  # no point retrying (the input itself is bad)
+    stage: str = "render"  # "render", "engine", "write" or "cancelled": where it went wrong
 
 
 Event = Opened | PageDone | PageFailed
@@ -147,7 +148,7 @@ class Pipeline:
     def _render(self, worker: RenderWorker, task: PageTask) -> None:
         job = task.job
         if job.cancelled:
-            self.emit(PageFailed(job, task.page, "cancelled"))
+            self.emit(PageFailed(job, task.page, "cancelled", stage="cancelled"))
             return
         spec = self.engine_for(job).render_spec
         suffix = ".pgm" if spec.grayscale else ".ppm"
@@ -194,7 +195,7 @@ class Pipeline:
     def _recognize(self, item: _Rendered) -> None:
         task, job = item.task, item.task.job
         if job.cancelled:
-            self.emit(PageFailed(job, task.page, "cancelled"))
+            self.emit(PageFailed(job, task.page, "cancelled", stage="cancelled"))
             return
         engine = self.engine_for(job)
         started = time.monotonic()
@@ -209,15 +210,15 @@ class Pipeline:
         try:
             output = engine.recognize(page_input)
         except PageError as exc:
-            self.emit(PageFailed(job, task.page, f"{engine.name}: {exc}"))
+            self.emit(PageFailed(job, task.page, f"{engine.name}: {exc}", stage="engine"))
             return
         except Exception as exc:  # an engine bug must cost one page, never the daemon
             log.exception("%s: page %d: engine %s crashed", job.job_id, task.page, engine.name)
-            self.emit(PageFailed(job, task.page, f"{engine.name} crashed: {exc!r}"))
+            self.emit(PageFailed(job, task.page, f"{engine.name} crashed: {exc!r}", stage="engine"))
             return
         engine_seconds = time.monotonic() - started
         if job.cancelled or self.store.is_fenced(job.job_id, job.epoch):
-            self.emit(PageFailed(job, task.page, "cancelled or taken over"))
+            self.emit(PageFailed(job, task.page, "cancelled or taken over", stage="cancelled"))
             return
         warnings = list(output.warnings)
         if item.rendered.scale_note:
@@ -243,10 +244,10 @@ class Pipeline:
         try:
             self.store.write_page(job.job_id, task.page, output.markdown, info)
         except FileNotFoundError:
-            self.emit(PageFailed(job, task.page, "job folder removed"))
+            self.emit(PageFailed(job, task.page, "job folder removed", stage="cancelled"))
             return
         except OSError as exc:
-            self.emit(PageFailed(job, task.page, f"cannot write the page: {exc}"))
+            self.emit(PageFailed(job, task.page, f"cannot write the page: {exc}", stage="write"))
             return
         self.emit(PageDone(job, task.page, info))
 

@@ -1,0 +1,73 @@
+"""Worker heartbeats: one small file per daemon in the outbox, rewritten every few seconds.
+
+Liveness is per daemon, not per job: rewriting every queued job's metadata.json each few seconds
+would cost thousands of writes a second with a deep queue. A job's owner is alive while its
+heartbeat file is fresh; a daemon that stopped cleanly says so, and its jobs can be taken over at
+once instead of after a whole lease.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime
+
+from .atomic import atomic_write_json
+from .layout import OutboxLayout
+from .model import JobMeta, iso, utc_now
+
+log = logging.getLogger("ocr_watcher.workers")
+
+
+@dataclass(frozen=True)
+class Beat:
+    at: datetime
+    stopped: bool = False
+
+
+class Heartbeats:
+    def __init__(self, layout: OutboxLayout, worker_id: str, host: str, lease_seconds: float) -> None:
+        self.layout = layout
+        self.worker_id = worker_id
+        self.host = host
+        self.lease_seconds = lease_seconds  # updated on reload
+
+    def write(self, active_jobs: int, *, stopped: bool = False) -> None:
+        record = {
+            "worker_id": self.worker_id,
+            "host": self.host,
+            "pid": os.getpid(),
+            "heartbeat_at": iso(utc_now()),
+            "active_jobs": active_jobs,
+            "state": "stopped" if stopped else "running",
+        }
+        try:
+            atomic_write_json(self.layout.worker_heartbeat(self.worker_id), record, fsync=False)
+        except OSError as exc:
+            log.error("cannot write the heartbeat file: %s", exc)
+
+    def read(self, worker_id: str) -> Beat | None:
+        try:
+            record = json.loads(self.layout.worker_heartbeat(worker_id).read_bytes())
+            return Beat(datetime.fromisoformat(record["heartbeat_at"]), record.get("state") == "stopped")
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _expired(self, beat: Beat | None, job_beat: datetime | None) -> bool:
+        if beat is not None and beat.stopped and (job_beat is None or beat.at >= job_beat):
+            return True
+        moments = [moment for moment in (beat.at if beat else None, job_beat) if moment is not None]
+        return not moments or (utc_now() - max(moments)).total_seconds() > self.lease_seconds
+
+    def is_gone(self, worker_id: str) -> bool:
+        """The daemon stopped cleanly, or has not heart-beaten for a whole lease."""
+        return self._expired(self.read(worker_id), None)
+
+    def job_owner_gone(self, meta: JobMeta, cache: dict[str, Beat | None]) -> bool:
+        """May another daemon take this job over? (`cache`: heartbeats read in this pass.)"""
+        owner = meta.worker.id
+        if owner not in cache:
+            cache[owner] = self.read(owner)
+        return self._expired(cache[owner], meta.worker.heartbeat_at)
