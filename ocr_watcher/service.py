@@ -40,6 +40,9 @@ CONTROL_CHECK_SECONDS = 1.0
 METADATA_FLUSH_SECONDS = 1.0
 
 
+WAKE: Any = object()  # put on the event queue to end the main loop's wait early
+
+
 class StartupError(Exception):
     """The daemon cannot start (exit code 78 like a config error: restarting will not help)."""
 
@@ -69,7 +72,7 @@ class Service:
         self.store = JobStore(config.outbox, fsync=config.jobs.fsync)
         self.heartbeats = Heartbeats(self.store.layout, self.worker_id, self.host, config.jobs.heartbeat_lease_seconds)
         self.claimer = Claimer(config.inbox, self.store, self.worker_id)
-        self.intake = Intake(config, self._engine_name_for_profile)
+        self.intake = Intake(config, self._engine_name_for_profile, wake=lambda: self.events.put(WAKE))
         self.scheduler = PageScheduler(config.pipeline.fast_lane_pages)
         self.events: queue.Queue[Event] = queue.Queue()
         self.active: dict[str, _Active] = {}
@@ -174,13 +177,16 @@ class Service:
         return 0
 
     def _tick(self) -> None:
+        # Sleep until an event, an inotify hint (WAKE), or the next intake deadline, at most a tick.
+        timeout = min(TICK_SECONDS, self.intake.seconds_until_due(time.monotonic()))
         try:
-            event = self.events.get(timeout=TICK_SECONDS)
+            event = self.events.get(timeout=max(0.0, timeout))
         except queue.Empty:
             event = None
         while event is not None:
             try:
-                self._handle(event)
+                if event is not WAKE:
+                    self._handle(event)
             except Exception:  # a bug around one job must not stop the others
                 log.exception("%s: internal error while handling %s", event.job.job_id, type(event).__name__)
             try:

@@ -31,8 +31,14 @@ _MAX_REPORTED = 10_000  # log-once memory for odd entries (symlinks, FIFOs), bou
 
 
 class Intake:
-    def __init__(self, config: Config, engine_for_profile: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        engine_for_profile: Callable[[str], str],
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
         self.root = config.inbox
+        self.wake = wake  # tells the main loop to call refresh() now (from the inotify thread)
         self.config = config
         self.engine_for_profile = engine_for_profile
         self.tracked: dict[str, Tracked] = {}
@@ -81,10 +87,18 @@ class Intake:
     def request_scan(self) -> None:
         """Scan on the next refresh (called from the inotify thread: a plain assignment)."""
         self._last_scan = float("-inf")
+        self.wake()
 
     def _mark_dirty(self, path: str) -> None:
         with self._dirty_lock:
             self._dirty.add(path)
+        self.wake()
+
+    def seconds_until_due(self, now: float) -> float:
+        """How long the main loop may sleep before refresh() has something to do."""
+        next_scan = self._last_scan + self.config.intake.poll_interval_seconds
+        next_due = self._due[0][0] if self._due else next_scan
+        return min(next_scan, next_due) - now
 
     # -- the periodic step ---------------------------------------------------------------------
     def refresh(self, now: float | None = None) -> None:

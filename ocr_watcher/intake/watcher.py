@@ -10,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
 
@@ -27,6 +36,18 @@ class _Hint(FileSystemEventHandler):
             return
         path = getattr(event, "dest_path", "") or event.src_path
         self.notify(str(path))
+
+
+# Only what can make a file appear or change. Opens and reads are left out: the daemon's own reads
+# of each inbox file (sniffing) would otherwise come back as events about that file.
+WATCHED_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileClosedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+]
 
 
 class FolderWatcher:
@@ -50,7 +71,9 @@ class FolderWatcher:
                 pass
         for folder in wanted - self._watches.keys():
             try:
-                self._watches[folder] = self._observer.schedule(self._handler, str(folder), recursive=False)
+                self._watches[folder] = self._observer.schedule(
+                    self._handler, str(folder), recursive=False, event_filter=WATCHED_EVENTS
+                )
             except OSError:
                 pass  # vanished meanwhile, or out of inotify watches: polling covers it
 

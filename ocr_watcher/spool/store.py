@@ -170,7 +170,9 @@ class JobStore:
         """The page's figures first, then its Markdown: the .md file is the checkpoint."""
         paths = self.paths(job_id)
         paths.pages.mkdir(exist_ok=True)
-        atomic_write_json(paths.page_info(page), info, fsync=self.fsync)
+        # The figures are not worth an fsync: after a power loss, a page whose .md survived but whose
+        # .json did not is still done (assembly copes); the .md is the checkpoint and is synced.
+        atomic_write_json(paths.page_info(page), info, fsync=False)
         atomic_write_text(paths.page_md(page), markdown, fsync=self.fsync)
 
     def read_page(self, job_id: str, page: int) -> str | None:
