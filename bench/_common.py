@@ -1,0 +1,389 @@
+"""Shared helpers for the benchmarks: a daemon subprocess, waiting on the outbox, /proc figures, stats.
+
+Benchmarks print figures; they assert nothing about time. Each one writes its figures as JSON to
+bench/results/<name>.json (git-ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TERMINAL = {"completed", "failed", "cancelled"}
+# Never let retention touch a benchmark's outbox (the defaults keep only 1000 jobs).
+NO_RETENTION = {"max_job_storage_mb": 10**9, "max_job_count": 10**9, "max_job_age_hours": 10**6}
+
+
+# -- statistics -------------------------------------------------------------------------------------
+def median(values: Iterable[float]) -> float:
+    values = list(values)
+    return statistics.median(values) if values else math.nan
+
+
+def percentile(values: Iterable[float], p: float) -> float:
+    """Nearest-rank-with-interpolation percentile (p in 0..100), like numpy's default."""
+    data = sorted(values)
+    if not data:
+        return math.nan
+    k = (len(data) - 1) * p / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return data[lo] + (data[hi] - data[lo]) * (k - lo)
+
+
+def parse_iso(text: str) -> float:
+    """metadata.json's ISO 8601 UTC ('...Z') -> Unix seconds."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+# -- temporary folders ------------------------------------------------------------------------------
+@contextmanager
+def temp_root(prefix: str) -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix=f"ocrw-bench-{prefix}-", dir="/tmp"))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# -- /proc ------------------------------------------------------------------------------------------
+def proc_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(utime+stime, cutime+cstime) of one process, in seconds (all its threads; reaped children)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    # After the ")" field 3 (state) is index 0, so utime (14) is index 11.
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + stime) / CLK_TCK, (cutime + cstime) / CLK_TCK
+
+
+def descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except FileNotFoundError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{current}/task/{tid}/children") as fh:
+                    kids = [int(x) for x in fh.read().split()]
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            out.extend(kids)
+            stack.extend(kids)
+    return out
+
+
+def thread_cpu_seconds(pid: int, tid: int) -> float:
+    with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def tree_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds of the daemon: its main process (all threads), its main thread alone (the loop that
+    owns every job state change), and its children (live render workers plus reaped tesseracts)."""
+    main, reaped = proc_cpu_seconds(pid)
+    live = 0.0
+    for child in descendants(pid):
+        try:
+            live += proc_cpu_seconds(child)[0]
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return {"main": main, "main_thread": thread_cpu_seconds(pid, pid), "children": reaped + live}
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes on the machine have used (from /proc/stat), to see foreign load."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def self_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM, ... from /proc/<pid>/status, in kB."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key.startswith("Vm") or key == "Threads":
+                out[key] = int(value.split()[0])
+    return out
+
+
+# -- the daemon -------------------------------------------------------------------------------------
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def bench_defaults(inbox: Path, outbox: Path, worker_id: str) -> dict[str, Any]:
+    """Settings every benchmark daemon gets: its folders, no retention, no fixed HTTP port (several
+    daemons run at once, here and in other people's tests). Sections this build lacks are left out."""
+    from ocr_watcher.config import Config
+
+    base: dict[str, Any] = {"inbox": str(inbox), "outbox": str(outbox), "worker_id": worker_id, "log_level": "info"}
+    if "retention" in Config.model_fields:
+        base["retention"] = NO_RETENTION
+    if "http" in Config.model_fields:
+        base["http"] = {"port": 0}
+    return base
+
+
+class Daemon:
+    """`ocr_watcher.cli run --config <yaml>` as a subprocess over folders under `root`."""
+
+    def __init__(self, root: Path, config: dict[str, Any], name: str = "bench") -> None:
+        self.root = root
+        self.inbox = root / "inbox"
+        self.outbox = root / "outbox"
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        self.outbox.mkdir(parents=True, exist_ok=True)
+        self.config = merge(bench_defaults(self.inbox, self.outbox, name), config)
+        self.config_path = root / f"{name}.yaml"
+        self.config_path.write_text(yaml.safe_dump(self.config))
+        self.log_path = root / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.spawned_at = math.nan
+        self.started_at = math.nan
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 120) -> Daemon:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(self.log_path, "ab") as log:
+            self.spawned_at = time.time()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ocr_watcher.cli", "run", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO,
+            )
+        deadline = time.monotonic() + timeout
+        while "ocr-watcher started" not in self.log():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited ({self.proc.returncode}) at start:\n{self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"daemon did not start within {timeout} s:\n{self.log()[-3000:]}")
+            time.sleep(0.05)
+        self.started_at = time.time()
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            code = self.proc.returncode if self.proc else None
+            raise RuntimeError(f"daemon exited ({code}):\n{self.log()[-3000:]}")
+
+    def stop(self, timeout: float = 60) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def __enter__(self) -> Daemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextmanager
+def running(root: Path, config: dict[str, Any], name: str = "bench") -> Iterator[Daemon]:
+    """A started daemon, always stopped (SIGTERM) on the way out."""
+    daemon = Daemon(root, config, name)
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+# -- the outbox -------------------------------------------------------------------------------------
+def read_meta(job_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((job_dir / "metadata.json").read_bytes())
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+
+
+def wait_for_jobs(
+    outbox: Path,
+    count: int,
+    *,
+    timeout: float,
+    daemon: Daemon | None = None,
+    interval: float = 0.2,
+    ignore: set[str] | frozenset[str] = frozenset(),
+) -> dict[str, dict[str, Any]]:
+    """Poll metadata.json files until `count` jobs are terminal; {job_id: metadata}.
+
+    Terminal jobs are read once and then left alone, so a poll costs one scandir plus the few jobs
+    still in flight (the benchmark shares the machine with the daemon). Raises TimeoutError with the
+    partial result attached as `.partial`.
+    """
+    done: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        with os.scandir(outbox) as entries:
+            names = [e.name for e in entries if not e.name.startswith(".") and e.name not in done]
+        for name in names:
+            if name in ignore:
+                continue
+            meta = read_meta(outbox / name)
+            if meta is not None and meta.get("status") in TERMINAL:
+                done[name] = meta
+        if len(done) >= count:
+            return done
+        if daemon is not None:
+            daemon.check_alive()
+        if time.monotonic() > deadline:
+            err = TimeoutError(f"{len(done)} of {count} jobs finished within {timeout:.0f} s")
+            err.partial = done  # type: ignore[attr-defined]
+            raise err
+        time.sleep(interval)
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """`--set jobs.fsync=false` (repeatable) -> {"jobs": {"fsync": False}}: diagnostic variants."""
+    tree: dict[str, Any] = {}
+    for item in items or []:
+        key, _, raw = item.partition("=")
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return tree
+
+
+class Meter:
+    """CPU use over a window: the daemon (main process, main thread, children), this benchmark
+    process, and everything else on the machine (other people's work makes figures noisy)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.wall = time.monotonic()
+        self.daemon = tree_cpu_seconds(pid)
+        self.machine = machine_busy_seconds()
+        self.me = self_cpu_seconds()
+
+    def read(self) -> dict[str, float]:
+        wall = time.monotonic() - self.wall
+        daemon = tree_cpu_seconds(self.pid)
+        used = {key: daemon[key] - self.daemon[key] for key in daemon}
+        machine = machine_busy_seconds() - self.machine
+        me = self_cpu_seconds() - self.me
+        foreign = max(0.0, machine - used["main"] - used["children"] - me)
+        return {
+            "wall_s": wall,
+            "cpu_main_s": used["main"],
+            "cpu_main_thread_s": used["main_thread"],
+            "cpu_children_s": used["children"],
+            "cpu_bench_s": me,
+            "main_thread_busy": used["main_thread"] / wall if wall else math.nan,
+            "foreign_cores": foreign / wall if wall else math.nan,
+        }
+
+
+# -- inputs -----------------------------------------------------------------------------------------
+def make_text_pdfs(folder: Path, count: int, prefix: str = "doc") -> list[Path]:
+    """`count` distinct one-page born-digital PDFs (different text, so different sha256)."""
+    from tests.pdfgen import sample_lines, text_pdf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return [text_pdf(folder / f"{prefix}{i:05d}.pdf", [sample_lines(8, seed=i)]) for i in range(count)]
+
+
+def drop_all(sources: list[Path], inbox: Path) -> dict[str, float]:
+    """Rename every source into the inbox as fast as possible; {name: drop time (Unix seconds)}."""
+    dropped: dict[str, float] = {}
+    for source in sources:
+        os.rename(source, inbox / source.name)
+        dropped[source.name] = time.time()
+    return dropped
+
+
+# -- output -----------------------------------------------------------------------------------------
+def machine_info() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_at_end": os.getloadavg(),
+        "when": datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def write_results(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"benchmark": name, "machine": machine_info(), **data}, indent=2) + "\n")
+    return path
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A plain aligned text table."""
+
+    def fmt(value: Any) -> str:
+        if isinstance(value, float):
+            if math.isnan(value):
+                return "-"
+            return f"{value:.3g}" if abs(value) < 10 else f"{value:,.1f}"
+        return str(value)
+
+    cells = [[fmt(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
