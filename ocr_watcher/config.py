@@ -102,9 +102,11 @@ class JobsConfig(_Section):
 
 
 class RetentionConfig(_Section):
-    max_job_storage_mb: float = Field(10240, ge=0)
-    max_job_count: int = Field(1000, ge=0)
-    max_job_age_hours: float = Field(168, ge=0)
+    """Terminal jobs are deleted oldest first while any limit is exceeded; 0 = no limit."""
+
+    max_job_storage_mb: float = Field(10240, ge=0, description="MiB of job folders in the outbox.")
+    max_job_count: int = Field(1000, ge=0, description="Job folders, all statuses counted.")
+    max_job_age_hours: float = Field(168, ge=0, description="Measured from when a job finished.")
     interval_seconds: float = Field(60.0, gt=0, description="How often the daemon applies the limits.")
 
 
