@@ -148,6 +148,8 @@ class Service:
                 self._engine(name, self.config.profile(profile))
             except EngineUnavailable as exc:
                 raise StartupError(f"engine {name!r} (profile {profile!r}) cannot run: {exc}") from exc
+        wanted = max((engine.concurrency for engine in self._engines.values()), default=0)
+        self.pipeline.settings.engine_threads = max(self.config.worker_count, wanted)
         self._write_heartbeat()
         recovered = self.claimer.recover(self.heartbeats.is_gone)
         if recovered:

@@ -19,6 +19,7 @@ class RenderSpec:
     dpi: int = 300
     max_side_px: int = 5000
     grayscale: bool = True
+    image_format: Literal["pnm", "png"] = "pnm"  # pnm: fastest to write and read; png: for HTTP engines
 
 
 @dataclass
@@ -54,6 +55,10 @@ class Engine(Protocol):
     name: str
     model: str | None
     render_spec: RenderSpec
+    # Pages this engine wants in flight at once; 0 = one per pipeline worker (CPU engines). A GPU
+    # server wants hundreds (continuous batching). The pipeline runs as many engine threads as the
+    # hungriest engine asks for.
+    concurrency: int
 
     def recognize(self, page: PageInput) -> PageOutput:
         """Blocking and thread-safe: the pipeline calls it from several threads at once."""

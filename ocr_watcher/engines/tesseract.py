@@ -126,6 +126,7 @@ class TesseractEngine:
         self.timeout = timeout
         self.model: str | None = language
         self.render_spec = RenderSpec("image", dpi=dpi, max_side_px=max_side_px)
+        self.concurrency = 0  # one tesseract process per pipeline worker: the CPU is the limit
 
     def recognize(self, page: PageInput) -> PageOutput:
         if page.image_path is None:

@@ -10,6 +10,7 @@ class TextLayerEngine:
     name = "text"
     model: str | None = None
     render_spec = RenderSpec("text")
+    concurrency = 0
 
     def recognize(self, page: PageInput) -> PageOutput:
         markdown = text_layer_to_markdown(page.text or "")

@@ -151,7 +151,7 @@ class Pipeline:
             self.emit(PageFailed(job, task.page, "cancelled", stage="cancelled"))
             return
         spec = self.engine_for(job).render_spec
-        suffix = ".pgm" if spec.grayscale else ".ppm"
+        suffix = ".png" if spec.image_format == "png" else (".pgm" if spec.grayscale else ".ppm")
         out_path = self.settings.work_dir / f"{job.job_id}-{task.page:05d}-{task.attempt}{suffix}"
         started = time.monotonic()
         self.busy += 1
