@@ -44,7 +44,8 @@ DEFAULT_IGNORE = [
     ".Trashes",
 ]
 
-EngineName = Literal["auto", "tesseract", "text"]
+EngineName = Literal["auto", "tesseract", "text", "vllm"]
+VllmMode = Literal["markdown", "free", "figure"]
 
 
 class ConfigError(Exception):
@@ -93,6 +94,59 @@ class TesseractConfig(_Section):
     psm: int = Field(3, ge=0, le=13)
 
 
+class VllmManagedConfig(_Section):
+    """How the daemon starts and supervises its own `vllm serve` (used when `vllm.servers` is empty)."""
+
+    command: str | list[str] = Field(
+        "vllm", description="The vllm executable: a path, a name on PATH, or a list of words (a wrapper)."
+    )
+    host: str = Field("127.0.0.1", description="Interface the managed server listens on.")
+    port: int = Field(8000, ge=1, le=65535)
+    extra_args: list[str] = Field(default_factory=list, description="More `vllm serve` flags, passed as they are.")
+    startup_timeout_seconds: float = Field(
+        1800.0, gt=0, description="Downloading and loading the model can take many minutes on a first start."
+    )
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+
+
+class VllmConfig(_Section):
+    """DeepSeek-OCR behind vLLM's OpenAI-compatible server, one or more of them."""
+
+    servers: list[str] = Field(
+        default_factory=list, description="URLs of running servers (http://host:port); empty = start a managed one."
+    )
+    managed: VllmManagedConfig = Field(default_factory=VllmManagedConfig)
+    model: str = Field("deepseek-ai/DeepSeek-OCR", description="Model name sent with each request (or -OCR-2).")
+    mode: VllmMode = Field("markdown", description="markdown: layout + Markdown; free: plain OCR; figure: parse.")
+    max_tokens: int = Field(8192, ge=16, le=131072)
+    max_in_flight: int = Field(256, ge=1, le=4096, description="Pages sent to the servers at once, all together.")
+    request_timeout_seconds: float = Field(600.0, gt=0, description="One request; a slower answer fails the page.")
+    connect_retry_max_seconds: float = Field(
+        600.0, ge=0, description="How long a page waits for an unreachable or erroring server before it fails."
+    )
+    loop_retry_temperatures: list[float] = Field(
+        default_factory=lambda: [0.2, 0.5], description="A page that looped (finish_reason=length) is retried at these."
+    )
+    health_interval_seconds: float = Field(5.0, gt=0, le=3600)
+    dpi: int = Field(144, ge=50, le=600)
+    max_side_px: int = Field(3000, ge=256, le=30000)
+
+    @field_validator("servers")
+    @classmethod
+    def _servers_are_http_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1].strip("/")) == 0:
+                raise ValueError(f"{url!r} must be an http:// or https:// URL such as http://gpu1:8000")
+        return [url.rstrip("/").removesuffix("/v1") for url in value]
+
+    @field_validator("loop_retry_temperatures")
+    @classmethod
+    def _temperatures_in_range(cls, value: list[float]) -> list[float]:
+        if any(not 0 <= t <= 2 for t in value):
+            raise ValueError("temperatures must lie between 0 and 2")
+        return value
+
+
 class JobsConfig(_Section):
     heartbeat_lease_seconds: float = Field(
         60.0, gt=0, description="A job whose worker has not heart-beaten for this long is taken over."
@@ -121,6 +175,8 @@ class ProfileConfig(_Section):
     engine: EngineName | None = None
     language: str | None = None
     dpi: int | None = Field(None, ge=50, le=1200)
+    model: str | None = Field(None, description="vllm: a model other than vllm.model (the servers must serve it).")
+    mode: VllmMode | None = Field(None, description="vllm: markdown, free or figure instead of vllm.mode.")
 
 
 class Config(_Section):
@@ -132,6 +188,7 @@ class Config(_Section):
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     tesseract: TesseractConfig = Field(default_factory=TesseractConfig)
+    vllm: VllmConfig = Field(default_factory=VllmConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)

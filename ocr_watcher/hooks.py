@@ -8,7 +8,7 @@ the daemon must never stop it.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .spool.model import JobMeta, Status
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .service import Service
 
 log = logging.getLogger("ocr_watcher.hooks")
+H = TypeVar("H", bound="Hooks")
 
 
 class Hooks:
@@ -43,6 +44,10 @@ class HookList(Hooks):
 
     def __init__(self, hooks: list[Hooks] | None = None) -> None:
         self.hooks: list[Hooks] = list(hooks or [])
+
+    def find(self, kind: type[H]) -> H | None:
+        """The registered hook of this type, for the rare caller that needs one concern directly."""
+        return next((hook for hook in self.hooks if isinstance(hook, kind)), None)
 
     def add(self, hook: Hooks) -> None:
         self.hooks.append(hook)

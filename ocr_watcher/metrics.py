@@ -100,10 +100,10 @@ def engine_problems(engines: Iterable[tuple[str, Engine]]) -> list[str]:
 
 
 def _engine_label(key: Any, engine: Engine) -> str:
-    """'tesseract (eng, 300 dpi)' for the service's (name, language, dpi) keys."""
-    if isinstance(key, tuple) and len(key) == 3:
-        name, language, dpi = key
-        details = ", ".join(str(part) for part in (language, f"{dpi} dpi" if dpi else None) if part)
+    """'tesseract (eng, 300 dpi)' for the service's (name, language, dpi, model, mode) keys."""
+    if isinstance(key, tuple) and key:
+        name, *settings = key
+        details = ", ".join(str(part) for part in settings if part)
         return f"{name} ({details})" if details else str(name)
     return str(getattr(engine, "name", key))
 

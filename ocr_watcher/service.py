@@ -21,9 +21,10 @@ from typing import Any
 
 from .config import Config, ConfigError, ProfileConfig, load_config
 from .engines.base import Engine, EngineUnavailable
-from .engines.registry import build_engine, resolve_engine_name
+from .engines.registry import build_engine, build_managed_server, resolve_engine_name
 from .hooks import HookList
 from .intake.intake import Intake
+from .notify import NotifyHooks
 from .pipeline.assemble import assemble_result
 from .pipeline.runner import Event, Opened, PageDone, PageFailed, Pipeline, PipelineSettings
 from .pipeline.scheduler import PageScheduler, RunningJob
@@ -41,6 +42,11 @@ METADATA_FLUSH_SECONDS = 1.0
 
 
 WAKE: Any = object()  # put on the event queue to end the main loop's wait early
+
+
+def engine_key(name: str, profile: ProfileConfig) -> tuple:
+    """Profiles that ask for the same engine settings share one engine instance."""
+    return (name, profile.language, profile.dpi, profile.model, profile.mode)
 
 
 class StartupError(Exception):
@@ -80,6 +86,7 @@ class Service:
         self._terminal: set[str] = set()  # completed jobs seen in the outbox: never read again
         self._retryable: set[str] = set()  # failed/cancelled: watched for RETRY
         self.outbox_bytes: int | None = None  # measured by the retention hook; read by metrics
+        self.managed_server: Any = None  # the supervised `vllm serve`, when engine vllm runs one
         self._stop_requested = False
         self._reload_requested = False
         self._lock_fd: int | None = None
@@ -107,15 +114,27 @@ class Service:
         return Pipeline(settings, self.scheduler, self.store, self._engine_for_job, self.events.put)
 
     def _engine_name_for_profile(self, profile: str) -> str:
-        return resolve_engine_name(self.config.profile(profile).engine or self.config.engine)
+        return resolve_engine_name(self.config.profile(profile).engine or self.config.engine, self.config)
 
     def _engine(self, name: str, profile: ProfileConfig) -> Engine:
-        key = (name, profile.language, profile.dpi)
+        key = engine_key(name, profile)
         engine = self._engines.get(key)
         if engine is None:
-            engine = build_engine(name, self.config, profile)
+            engine = build_engine(name, self.config, profile, managed=self.managed_server)
             self._engines[key] = engine
         return engine
+
+    def _start_managed_server(self) -> None:
+        """Engine vllm without configured servers: start `vllm serve` ourselves and wait for it
+        (loading the model takes minutes; systemd is told to extend its start-up timeout)."""
+        profiles = {"default", *self.config.profiles}
+        if self.config.vllm.servers or all(self._engine_name_for_profile(p) != "vllm" for p in profiles):
+            return
+        notify = self.hooks.find(NotifyHooks)
+        self.managed_server = build_managed_server(self.config, notifier=notify.notifier if notify else None)
+        log.info("starting vLLM (%s) and waiting for it to load the model", self.config.vllm.model)
+        if not self.managed_server.start(wait=True):
+            log.error("vLLM is not ready: %s; serving anyway, pages wait for it", self.managed_server.health())
 
     def _engine_for_job(self, job: RunningJob) -> Engine:
         return self._engine(job.engine, self.config.profile(job.profile))
@@ -142,6 +161,7 @@ class Service:
         for folder in (self.config.inbox, self.config.outbox):
             folder.mkdir(parents=True, exist_ok=True)
         self._acquire_worker_lock()
+        self._start_managed_server()
         for profile in {"default", *self.config.profiles}:
             name = self._engine_name_for_profile(profile)
             try:
@@ -150,6 +170,7 @@ class Service:
                 raise StartupError(f"engine {name!r} (profile {profile!r}) cannot run: {exc}") from exc
         wanted = max((engine.concurrency for engine in self._engines.values()), default=0)
         self.pipeline.settings.engine_threads = max(self.config.worker_count, wanted)
+        self.pipeline.settings.render_ahead = max(2, self.config.worker_count, wanted)
         self._write_heartbeat()
         recovered = self.claimer.recover(self.heartbeats.is_gone)
         if recovered:
@@ -258,6 +279,8 @@ class Service:
                 engine.close()
             except Exception:
                 log.exception("closing engine %s failed", getattr(engine, "name", engine))
+        if self.managed_server is not None:
+            self.managed_server.stop()
         self._write_heartbeat(stopped=True)  # our jobs may be taken over now, not after a lease
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -587,12 +610,12 @@ class Service:
         built: dict[tuple, Engine] = {}
         for name in {"default", *config.profiles}:
             profile = config.profile(name)
-            engine_name = resolve_engine_name(profile.engine or config.engine)
-            key = (engine_name, profile.language, profile.dpi)
+            engine_name = resolve_engine_name(profile.engine or config.engine, config)
+            key = engine_key(engine_name, profile)
             if key in self._engines or key in built:
                 continue
             try:
-                built[key] = build_engine(engine_name, config, profile)
+                built[key] = build_engine(engine_name, config, profile, managed=self.managed_server)
             except EngineUnavailable as exc:
                 for engine in built.values():
                     engine.close()

@@ -20,6 +20,7 @@ class RenderSpec:
     max_side_px: int = 5000
     grayscale: bool = True
     image_format: Literal["pnm", "png"] = "pnm"  # pnm: fastest to write and read; png: for HTTP engines
+    text_layer: bool = False  # also extract the PDF's text with the image (an engine's fallback)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import shutil
+from typing import Any
 
 from ..config import Config, ProfileConfig
 from .base import Engine
@@ -17,16 +18,32 @@ def gpu_engine_available() -> bool:
     return importlib.util.find_spec("vllm") is not None and shutil.which("nvidia-smi") is not None
 
 
-def resolve_engine_name(name: str) -> str:
-    """`auto` becomes a concrete engine. Until the vllm engine lands, `auto` means tesseract."""
+def resolve_engine_name(name: str, config: Config) -> str:
+    """`auto` becomes a concrete engine: vllm where servers are configured or a GPU and vLLM are
+    installed here (a managed server), else tesseract."""
     if name != "auto":
         return name
-    if gpu_engine_available():
-        log.warning("a GPU and vLLM are present, but this build has no vllm engine yet; using tesseract")
-    return "tesseract"
+    return "vllm" if config.vllm.servers or gpu_engine_available() else "tesseract"
 
 
-def build_engine(name: str, config: Config, profile: ProfileConfig | None = None) -> Engine:
+def build_managed_server(config: Config, notifier: Any = None) -> Any:
+    """The supervised `vllm serve` child for engine vllm without configured servers (not started)."""
+    from .vllm_server import ManagedServer, ServerSettings, command_words
+
+    managed = config.vllm.managed
+    settings = ServerSettings(
+        model=config.vllm.model,
+        command=command_words(managed.command),
+        host=managed.host,
+        port=managed.port,
+        gpu_memory_utilization=managed.gpu_memory_utilization,
+        extra_args=tuple(managed.extra_args),
+        startup_timeout_seconds=managed.startup_timeout_seconds,
+    )
+    return ManagedServer(settings, notifier=notifier)
+
+
+def build_engine(name: str, config: Config, profile: ProfileConfig | None = None, managed: Any = None) -> Engine:
     profile = profile or ProfileConfig()
     if name == "tesseract":
         from .tesseract import TesseractEngine
@@ -39,6 +56,24 @@ def build_engine(name: str, config: Config, profile: ProfileConfig | None = None
             max_side_px=tess.max_side_px,
             timeout=config.pipeline.page_timeout_seconds,
             psm=tess.psm,
+        )
+    if name == "vllm":
+        from .vllm import VllmEngine
+
+        vllm = config.vllm
+        return VllmEngine(
+            vllm.servers or [f"http://{vllm.managed.host}:{vllm.managed.port}"],
+            model=profile.model or vllm.model,
+            mode=profile.mode or vllm.mode,
+            max_tokens=vllm.max_tokens,
+            max_in_flight=vllm.max_in_flight,
+            request_timeout=vllm.request_timeout_seconds,
+            connect_retry_max_seconds=vllm.connect_retry_max_seconds,
+            loop_retry_temperatures=vllm.loop_retry_temperatures,
+            dpi=profile.dpi or vllm.dpi,
+            max_side_px=vllm.max_side_px,
+            health_interval=vllm.health_interval_seconds,
+            managed=managed,
         )
     if name == "text":
         from .text import TextLayerEngine

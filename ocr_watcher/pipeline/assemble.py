@@ -41,7 +41,8 @@ def assemble_result(store: JobStore, meta: JobMeta, failed: dict[int, str]) -> t
         markdown = store.read_page(meta.job_id, page)
         if markdown is None:
             raise FileNotFoundError(f"page {page} of {meta.job_id} is missing")
-        pages.append((page, markdown, None))
+        # Figure links are written relative to pages/NNNN.md; result.md sits one folder up.
+        pages.append((page, markdown.replace("](../images/", "](images/"), None))
         info = store.read_page_info(meta.job_id, page) or {"page": page, "status": "done"}
         infos.append(info)
         warnings.extend(f"page {page}: {w}" for w in info.get("warnings", []))

@@ -235,11 +235,12 @@ def _pdf_image(doc: pdfium.PdfDocument, page: int, spec: dict[str, Any], out_pat
         bitmap.close()
     finally:
         pdf_page.close()
+    text = _pdf_text(doc, page)["text"] if spec.get("text_layer") else None
     note = None
     if reduced:
         full = (bitmap_size(width_pt, spec["dpi"] / 72), bitmap_size(height_pt, spec["dpi"] / 72))
         note = scale_note(full, size)
-    return {"image_path": str(out_path), "text": None, "width": size[0], "height": size[1], "scale_note": note}
+    return {"image_path": str(out_path), "text": text, "width": size[0], "height": size[1], "scale_note": note}
 
 
 def _image_page(path: Path, page: int, spec: dict[str, Any], out_path: Path) -> dict[str, Any]:

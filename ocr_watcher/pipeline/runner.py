@@ -8,6 +8,7 @@ the main loop alone changes job state.
 
 from __future__ import annotations
 
+import io
 import logging
 import queue
 import threading
@@ -242,6 +243,9 @@ class Pipeline:
             **({"extra": output.extra} if output.extra else {}),
         }
         try:
+            figures = output.extra.get("figures") or []
+            if figures and item.rendered.image_path is not None:
+                save_figures(item.rendered.image_path, figures, self.store.paths(job.job_id).images)
             self.store.write_page(job.job_id, task.page, output.markdown, info)
         except FileNotFoundError:
             self.emit(PageFailed(job, task.page, "job folder removed", stage="cancelled"))
@@ -250,6 +254,25 @@ class Pipeline:
             self.emit(PageFailed(job, task.page, f"cannot write the page: {exc}", stage="write"))
             return
         self.emit(PageDone(job, task.page, info))
+
+
+def save_figures(page_image: Path, figures: list[dict[str, Any]], images_dir: Path) -> None:
+    """Crop the figures an engine located on the rendered page into the job's images/ folder.
+
+    The page image is one we rendered ourselves, so decoding it here is safe; boxes were clamped to
+    it by the engine's post-processing.
+    """
+    from PIL import Image
+
+    from ..spool.atomic import atomic_write_bytes
+
+    images_dir.mkdir(exist_ok=True)
+    with Image.open(page_image) as page:
+        for figure in figures:
+            crop = page.crop(tuple(figure["box_px"]))
+            buffer = io.BytesIO()
+            crop.save(buffer, "PNG")
+            atomic_write_bytes(images_dir / figure["name"], buffer.getvalue(), fsync=False)
 
 
 def _remove(path: Path | None) -> None:

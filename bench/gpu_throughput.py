@@ -1,0 +1,293 @@
+"""GPU throughput: vLLM alone vs the daemon end to end, on the same pages (needs a GPU and the weights).
+
+On a fresh GPU machine, from the repository root:
+
+    pip install -e '.[gpu]' && python bench/gpu_throughput.py --pdfs DIR --managed
+    python bench/gpu_throughput.py --pdfs DIR --server http://127.0.0.1:8000   # a server already running
+
+1. vLLM alone: every page of every PDF in DIR is rendered beforehand (not timed) at 144 dpi to PNG,
+   longest side capped like the daemon does, then all are sent straight to the server at once
+   (asyncio + httpx, --concurrency requests in flight) with the daemon's request body. Figures:
+   pages/s and output tokens/s.
+2. The daemon: `ocr-watcher run` with engine vllm against the same server URL; the PDFs are dropped
+   into its inbox and completion is read from each job's metadata.json. Figures: pages/s, and the
+   latency of a 1-page job dropped behind the backlog once the daemon is busy (DESIGN section 4: a
+   small job must not wait for the whole backlog).
+Printed: both rates and their ratio (daemon / vLLM alone), GPU utilisation and memory sampled with
+nvidia-smi every second in each phase. Written to bench/results/gpu_throughput.json.
+
+It asserts nothing about time. It cannot run without a GPU: `--help` and the pure parts (page
+rendering plan, statistics, the nvidia-smi parser) import without vllm, torch or httpx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, median, parse_iso, percentile, running, temp_root, wait_for_jobs, write_results  # noqa: E402
+
+DPI = 144
+MAX_SIDE_PX = 3000
+NVIDIA_SMI = ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"]
+
+
+# -- pure parts -------------------------------------------------------------------------------------
+def parse_nvidia_smi(text: str) -> list[tuple[float, float]]:
+    """`utilization.gpu, memory.used` lines (one per GPU) -> [(percent, MiB), ...]."""
+    out = []
+    for line in text.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 2:
+            try:
+                out.append((float(parts[0]), float(parts[1])))
+            except ValueError:
+                continue
+    return out
+
+
+def render_scale(width_pt: float, height_pt: float, dpi: int = DPI, max_side_px: int = MAX_SIDE_PX) -> float:
+    """pypdfium2 scale for a page: dpi/72, reduced so that the longest side stays within max_side_px."""
+    scale = dpi / 72
+    longest = max(width_pt, height_pt) * scale
+    return scale * min(1.0, max_side_px / longest) if longest > 0 else scale
+
+
+def summarize_gpu(samples: list[tuple[float, float]]) -> dict[str, float]:
+    util = [u for u, _ in samples]
+    mem = [m for _, m in samples]
+    return {
+        "samples": len(samples),
+        "utilization_mean_pct": sum(util) / len(util) if util else float("nan"),
+        "utilization_p50_pct": median(util),
+        "memory_max_mib": max(mem) if mem else float("nan"),
+    }
+
+
+class GpuSampler:
+    """nvidia-smi every second in a thread; samples are summed over GPUs' utilisation average."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                text = subprocess.run(NVIDIA_SMI, capture_output=True, text=True, timeout=10).stdout
+            except (OSError, subprocess.TimeoutExpired):
+                continue
+            gpus = parse_nvidia_smi(text)
+            if gpus:
+                self.samples.append((sum(u for u, _ in gpus) / len(gpus), sum(m for _, m in gpus)))
+
+    def __enter__(self) -> GpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# -- rendering --------------------------------------------------------------------------------------
+def render_pages(pdfs: list[Path], out: Path) -> list[Path]:
+    """Every page as PNG (RGB, 144 dpi, capped), rendered before anything is timed."""
+    import pypdfium2 as pdfium
+
+    pages = []
+    for pdf_path in pdfs:
+        pdf = pdfium.PdfDocument(pdf_path)
+        for index in range(len(pdf)):
+            page = pdf[index]
+            width, height = page.get_size()
+            image = page.render(scale=render_scale(width, height)).to_pil().convert("RGB")
+            target = out / f"{pdf_path.stem}-{index + 1:04d}.png"
+            image.save(target, format="PNG")
+            pages.append(target)
+        pdf.close()
+    return pages
+
+
+def one_page_pdf(source: Path, target: Path) -> None:
+    import pypdfium2 as pdfium
+
+    src = pdfium.PdfDocument(source)
+    new = pdfium.PdfDocument.new()
+    new.import_pages(src, [0])
+    buffer = io.BytesIO()
+    new.save(buffer)
+    target.write_bytes(buffer.getvalue())
+
+
+# -- phase 1: vLLM alone ----------------------------------------------------------------------------
+async def _send_all(server: str, model: str, pages: list[Path], concurrency: int, max_tokens: int) -> dict[str, Any]:
+    import httpx
+
+    from ocr_watcher.engines.vllm import PROMPTS, build_request
+
+    gate = asyncio.Semaphore(concurrency)
+    tokens = 0
+    finish: dict[str, int] = {}
+    errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=3600, limits=limits) as client:
+
+        async def one(path: Path) -> None:
+            nonlocal tokens, errors
+            body = build_request(
+                model,
+                PROMPTS["markdown"],
+                base64.b64encode(path.read_bytes()).decode(),
+                temperature=0.0,
+                max_tokens=max_tokens,
+            )
+            async with gate:
+                response = await client.post(f"{server}/v1/chat/completions", json=body)
+            if response.status_code != 200:
+                errors += 1
+                return
+            answer = response.json()
+            tokens += int(answer.get("usage", {}).get("completion_tokens") or 0)
+            reason = str(answer["choices"][0].get("finish_reason"))
+            finish[reason] = finish.get(reason, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(p) for p in pages))
+        seconds = time.perf_counter() - started
+    return {
+        "pages": len(pages),
+        "seconds": seconds,
+        "pages_per_s": len(pages) / seconds,
+        "output_tokens": tokens,
+        "output_tokens_per_s": tokens / seconds,
+        "finish_reasons": finish,
+        "errors": errors,
+    }
+
+
+# -- phase 2: the daemon ----------------------------------------------------------------------------
+def daemon_run(server: str, model: str, pdfs: list[Path], pages: int, args: argparse.Namespace) -> dict[str, Any]:
+    config = {"engine": "vllm", "vllm": {"servers": [server], "model": model, "max_in_flight": args.concurrency}}
+    with temp_root("gpu") as root, running(root, config, name="gpu") as daemon:
+        staging = root / "staging"
+        staging.mkdir()
+        drops: dict[str, float] = {}
+        for pdf in pdfs:  # copy beside the inbox, then rename in: the daemon sees whole files only
+            shutil.copy2(pdf, staging / pdf.name)
+        first_drop = time.time()
+        for pdf in pdfs:
+            os.rename(staging / pdf.name, daemon.inbox / pdf.name)
+            drops[pdf.name] = time.time()
+        time.sleep(args.small_after)  # let the backlog build up on the GPU
+        small = staging / "zz-one-page.pdf"
+        one_page_pdf(pdfs[0], small)
+        small_drop = time.time()
+        os.rename(small, daemon.inbox / small.name)
+        jobs = wait_for_jobs(daemon.outbox, len(pdfs) + 1, timeout=args.timeout, daemon=daemon)
+    finished = {(meta.get("source") or {}).get("name", job): meta for job, meta in jobs.items()}
+    ends = [parse_iso(m["finished_at"]) for m in jobs.values() if m.get("finished_at")]
+    small_meta = finished.get("zz-one-page.pdf")
+    seconds = max(ends) - first_drop if ends else float("nan")
+    backlog_ends = [parse_iso(m["finished_at"]) for n, m in finished.items() if n in drops and m.get("finished_at")]
+    return {
+        "pages": pages,
+        "seconds": seconds,
+        "pages_per_s": pages / seconds if seconds else float("nan"),
+        "jobs": {name: meta.get("status") for name, meta in finished.items()},
+        "small_job_latency_s": parse_iso(small_meta["finished_at"]) - small_drop if small_meta else float("nan"),
+        "backlog_finished_after_small_s": max(backlog_ends) - parse_iso(small_meta["finished_at"])
+        if small_meta and backlog_ends
+        else float("nan"),
+        "job_seconds_p50": median(parse_iso(m["finished_at"]) - drops[n] for n, m in finished.items() if n in drops),
+        "job_seconds_p95": percentile(
+            (parse_iso(m["finished_at"]) - drops[n] for n, m in finished.items() if n in drops), 95
+        ),
+    }
+
+
+# -- main -------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pdfs", type=Path, required=True, help="a folder of PDFs (all of them are used)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--server", help="a running vLLM server, http://host:port")
+    where.add_argument("--managed", action="store_true", help="start `vllm serve` here (ManagedServer)")
+    parser.add_argument("--model", default="deepseek-ai/DeepSeek-OCR")
+    parser.add_argument("--port", type=int, default=8000, help="--managed: the port to serve on")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    parser.add_argument("--concurrency", type=int, default=256, help="requests in flight (and vllm.max_in_flight)")
+    parser.add_argument("--max-tokens", type=int, default=8192)
+    parser.add_argument("--small-after", type=float, default=20.0, help="seconds before the 1-page job is dropped")
+    parser.add_argument("--timeout", type=float, default=4 * 3600, help="for the daemon phase")
+    args = parser.parse_args(argv)
+
+    pdfs = sorted(p for p in args.pdfs.iterdir() if p.suffix.lower() == ".pdf")
+    if not pdfs:
+        parser.error(f"no PDFs in {args.pdfs}")
+    managed = None
+    server = (args.server or "").rstrip("/")
+    if args.managed:
+        from ocr_watcher.engines.vllm_server import ManagedServer, ServerSettings
+
+        settings = ServerSettings(model=args.model, port=args.port, gpu_memory_utilization=args.gpu_memory_utilization)
+        managed = ManagedServer(settings)
+        print("starting vLLM (minutes: loading the model) ...", flush=True)
+        if not managed.start(wait=True):
+            print(f"vLLM did not come up: {managed.health()}", file=sys.stderr)
+            managed.stop()
+            return 1
+        server = managed.url
+    try:
+        with temp_root("gpu-pages") as pages_dir:
+            pages = render_pages(pdfs, pages_dir)
+            print(f"{len(pages)} pages from {len(pdfs)} PDFs rendered at {DPI} dpi", flush=True)
+            with GpuSampler() as gpu_alone:
+                alone = asyncio.run(_send_all(server, args.model, pages, args.concurrency, args.max_tokens))
+        with GpuSampler() as gpu_daemon:
+            daemon = daemon_run(server, args.model, pdfs, len(pages), args)
+    finally:
+        if managed is not None:
+            managed.stop()
+    ratio = daemon["pages_per_s"] / alone["pages_per_s"]
+    alone["gpu"] = summarize_gpu(gpu_alone.samples)
+    daemon["gpu"] = summarize_gpu(gpu_daemon.samples)
+    print(
+        f"vLLM alone: {alone['pages_per_s']:.2f} pages/s, {alone['output_tokens_per_s']:.0f} output tokens/s, "
+        f"GPU {alone['gpu']['utilization_mean_pct']:.0f}% (max {alone['gpu']['memory_max_mib']:.0f} MiB)"
+    )
+    print(f"daemon:     {daemon['pages_per_s']:.2f} pages/s, GPU {daemon['gpu']['utilization_mean_pct']:.0f}%")
+    print(f"ratio daemon / vLLM alone: {ratio:.3f}")
+    print(f"1-page job behind the backlog: {daemon['small_job_latency_s']:.1f} s")
+    path = write_results(
+        "gpu_throughput",
+        {
+            "server": server,
+            "model": args.model,
+            "dpi": DPI,
+            "concurrency": args.concurrency,
+            "vllm_alone": alone,
+            "daemon": daemon,
+            "ratio": ratio,
+            "repo": str(REPO),
+        },
+    )
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
