@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,33 @@ def test_the_daemon_runs_its_own_vllm_server_when_none_is_configured(tmp_path: P
     assert "fake-vllm serving" in log and "fake-vllm stopped" in log
     with pytest.raises(ConnectionRefusedError):  # the child is gone: nothing listens on its port
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_a_server_restart_mid_job_loses_no_page_and_fails_no_job(tmp_path: Path) -> None:
+    """Given a 16-page job in flight with at most 4 pages in flight, when the server goes away
+    mid-job and comes back on the same port, then the job completes with every page, and the server
+    never saw more than 4 requests at once."""
+    first = FakeVllm()
+    first.delay_seconds = 1.0
+    first.start()
+    port = int(first.url.rsplit(":", 1)[1])
+    daemon = Daemon(
+        tmp_path,
+        engine="vllm",
+        vllm={"servers": [first.url], "max_in_flight": 4, "health_interval_seconds": 0.5},
+    ).start()
+    try:
+        drop(daemon.inbox, scanned_pdf(tmp_path / "long.pdf", [sample_lines(3, seed=s) for s in range(16)]))
+        daemon.wait_until(
+            lambda: (daemon.job_for("long.pdf") or {}).get("progress", {}).get("pages_done", 0) >= 2, 60, "2 pages"
+        )
+        first.stop()  # the server restarts: connections refused for a while
+        time.sleep(1.5)
+        with FakeVllm(port=port) as second:
+            second.delay_seconds = 0.1
+            job = daemon.wait_for_job("long.pdf", {"completed", "failed"}, timeout=120)
+    finally:
+        daemon.stop()
+    assert job["status"] == "completed" and job["progress"]["pages_done"] == 16
+    assert first.max_concurrent <= 4 and second.max_concurrent <= 4
+    assert second.requests > 0, "the pages after the restart went to the restarted server"
