@@ -333,3 +333,30 @@ def test_cli_check_config_good_file_exits_0(tmp_path):
     assert "configuration OK" in proc.stderr
     assert f"inbox: {tmp_path / 'conf' / 'in'}" in proc.stdout
     assert "engine: text" in proc.stdout
+
+
+def test_config_example_documents_every_key_with_its_default():
+    """config.example.yaml loads, and gives exactly the built-in defaults: every key documented
+    there is real and shows the value the daemon uses when it is left out."""
+    import yaml
+
+    from ocr_watcher.config import Config
+
+    example = Path(__file__).resolve().parents[1] / "config.example.yaml"
+    loaded = load_config(example, environ={})
+    defaults = Config()
+    as_dict = loaded.model_dump(mode="json")
+    expected = defaults.model_dump(mode="json")
+    for key in ("inbox", "outbox"):  # relative to the file in the example, to the cwd by default
+        as_dict.pop(key)
+        expected.pop(key)
+    assert as_dict == expected
+
+    def keys(tree, prefix=""):
+        for key, value in tree.items():
+            yield prefix + key
+            if isinstance(value, dict) and key != "profiles":
+                yield from keys(value, prefix + key + ".")
+
+    written = set(keys(yaml.safe_load(example.read_text())))
+    assert written == set(keys(expected)) | {"inbox", "outbox"}, "every key is in the example"
