@@ -377,8 +377,8 @@ class Service:
     def _on_page_failed(self, active: _Active, event: PageFailed, stopping: bool) -> None:
         job = active.job
         job.in_flight.discard(event.page)
-        if job.cancelled:
-            return
+        if job.cancelled or event.stage == "cancelled":
+            return  # the job was cancelled, deleted or taken over: the control checks deal with it
         retries_left = job.attempts.get(event.page, 1) <= self.config.pipeline.page_retries
         if not event.permanent and retries_left:
             log.warning("%s: page %d failed (%s); retrying", job.job_id, event.page, event.error)
@@ -541,9 +541,13 @@ class Service:
                 continue
             if meta.status in TERMINAL:
                 self._note_terminal(meta)
-            elif meta.worker.id == self.worker_id and (startup or not self._is_fenced_meta(meta)):
+            elif meta.worker.id == self.worker_id and not self._is_fenced_meta(meta):
                 log.info("%s: resuming (%s, %d pages done)", job_id, meta.status.value, meta.progress.pages_done)
                 self._activate(meta)
+            elif meta.worker.id == self.worker_id:  # fenced, yet still ours: a takeover that died half-way
+                if self._take_over(meta, reason="an abandoned takeover"):
+                    self.store.save(meta)
+                    self._activate(meta)
             elif self.heartbeats.job_owner_gone(meta, beats) and self._take_over(meta, reason="heartbeat expired"):
                 self.store.save(meta)
                 self._activate(meta)
