@@ -16,14 +16,16 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import socket
 import stat
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from .atomic import atomic_write_json, fsync_dir, temp_name_for
+from .atomic import TMP_MARK, atomic_write_json, fsync_dir, temp_name_for
 from .ids import new_job_id
 from .layout import InboxLayout
 from .model import EngineInfo, JobError, JobMeta, Source, Status, Worker, iso, utc_now
@@ -31,6 +33,7 @@ from .store import JobStore
 
 log = logging.getLogger("ocr_watcher.claim")
 CLAIM_RECORD = "claim.json"
+ABANDONED_BUILD_SECONDS = 3600.0  # a claim folder half-built this long ago belongs to a dead process
 _COPY_CHUNK = 1 << 20
 
 
@@ -74,11 +77,15 @@ class Claimer:
         name = Path(request.inbox_path).name
         job_id = new_job_id(name, now)
         claim_dir = self.inbox.claims / job_id
-        claim_dir.mkdir(parents=True)
         fields = asdict(request)
         fields["failure"] = request.failure.model_dump() if request.failure else None
         record = ClaimRecord(job_id, self.worker_id, now.isoformat(), fields)
-        atomic_write_json(claim_dir / CLAIM_RECORD, asdict(record), fsync=self.store.fsync)
+        # The claim folder appears with its record already inside (built under a hidden name, then
+        # renamed), so recovery on another host never sees a claim it cannot attribute.
+        building = self.inbox.claims / f".{job_id}{TMP_MARK}{secrets.token_hex(4)}"
+        building.mkdir(parents=True)
+        atomic_write_json(building / CLAIM_RECORD, asdict(record), fsync=self.store.fsync)
+        os.rename(building, claim_dir)
         claimed = claim_dir / f"input{request.input_suffix}"
         try:
             os.rename(self.inbox.root / request.inbox_path, claimed)
@@ -100,9 +107,15 @@ class Claimer:
         except FileNotFoundError:
             return finished
         for claim_dir in claim_dirs:
+            if claim_dir.name.startswith("."):  # a claim folder still being built (or a crash's leftover)
+                if _age_seconds(claim_dir) > ABANDONED_BUILD_SECONDS:
+                    shutil.rmtree(claim_dir, ignore_errors=True)
+                continue
             record = ClaimRecord.read(claim_dir / CLAIM_RECORD)
             if record is None:
-                if not _input_in(claim_dir):  # crashed before the rename: nothing was claimed
+                # Cannot happen with the build-then-rename above, short of a damaged disk: leave the
+                # input where it is (a person can move it back) and only tidy an empty, old folder.
+                if not _input_in(claim_dir) and _age_seconds(claim_dir) > ABANDONED_BUILD_SECONDS:
                     shutil.rmtree(claim_dir, ignore_errors=True)
                 continue
             if record.worker_id != self.worker_id and not is_abandoned(record.worker_id):
@@ -168,6 +181,13 @@ class Claimer:
         os.rename(staged, final)
         if self.store.fsync:
             fsync_dir(final.parent)
+
+
+def _age_seconds(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _input_in(folder: Path) -> Path | None:
