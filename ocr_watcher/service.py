@@ -11,6 +11,8 @@ import fcntl
 import logging
 import os
 import queue
+import re
+import shutil
 import signal
 import socket
 import tempfile
@@ -101,7 +103,10 @@ class Service:
     def _build_pipeline(self) -> Pipeline:
         pipeline_config = self.config.pipeline
         workers = self.config.worker_count
-        work_dir = (pipeline_config.work_dir or Path(tempfile.gettempdir())) / f"ocr-watcher-{os.getpid()}"
+        # Named after the worker, not the process: a restart after kill -9 finds and clears what the
+        # dead process had rendered (the worker lock says no live daemon of this id uses it).
+        worker_name = re.sub(r"[^A-Za-z0-9._-]", "_", self.worker_id)
+        work_dir = (pipeline_config.work_dir or Path(tempfile.gettempdir())) / f"ocr-watcher-{worker_name}"
         settings = PipelineSettings(
             render_threads=workers,
             engine_threads=workers,
@@ -161,6 +166,7 @@ class Service:
         for folder in (self.config.inbox, self.config.outbox):
             folder.mkdir(parents=True, exist_ok=True)
         self._acquire_worker_lock()
+        shutil.rmtree(self.pipeline.settings.work_dir, ignore_errors=True)
         self._start_managed_server()
         for profile in {"default", *self.config.profiles}:
             name = self._engine_name_for_profile(profile)

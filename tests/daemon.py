@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,10 +50,13 @@ class Daemon:
         self.config_path.write_text(yaml.safe_dump(merge(tree, config)))
         self.log_path = root / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
 
     # -- process control -------------------------------------------------------------------------
-    def start(self) -> Daemon:
+    def launch(self) -> Daemon:
+        """Start the process without waiting for it to be ready (to kill it during start-up)."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ocr_watcher.cli", "run", "--config", str(self.config_path)],
@@ -59,8 +65,21 @@ class Daemon:
                 env=env,
                 cwd=REPO,
             )
-        self.wait_until(lambda: "ocr-watcher started" in self.log(), 30, "the daemon to start")
         return self
+
+    def start(self) -> Daemon:
+        self.launch()
+        # Only this start's lines count: a restart with the same name appends to the same log.
+        self.wait_until(lambda: "ocr-watcher started" in self.log_since_launch(), 30, "the daemon to start")
+        return self
+
+    def log_since_launch(self) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self._log_offset)
+                return fh.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -149,3 +168,150 @@ def drop(inbox: Path, source: Path, name: str | None = None) -> Path:
     tmp.write_bytes(source.read_bytes())
     os.rename(tmp, target)
     return target
+
+
+class OutboxReader(threading.Thread):
+    """Polls every job folder while daemons work, as a person's script would, and records anything a
+    reader must never see: metadata.json that is not valid JSON, a result.md that is not exactly the
+    join of the job's pages, a page file rewritten after it first appeared (the page checkpoint).
+
+    `page_seen[(job_id, page)]` = (mtime_ns, session) of pages/NNNN.md and .json when first seen.
+    """
+
+    def __init__(self, outbox: Path, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.outbox = outbox
+        self.interval = interval
+        self.problems: list[str] = []
+        self.reads = 0
+        self.results_checked = 0
+        self.statuses: dict[str, list[str]] = {}
+        self.page_seen: dict[tuple[str, int], tuple[int, str | None]] = {}
+        self._settled: set[str] = set()  # completed, result checked: no need to read again
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            self.sweep()
+            time.sleep(self.interval)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=30)
+        self._settled.clear()
+        self.sweep()  # one last look at everything, after the daemon's final writes
+
+    def sweep(self) -> None:
+        try:
+            folders = [f for f in os.scandir(self.outbox) if not f.name.startswith(".")]
+        except FileNotFoundError:
+            return
+        for folder in folders:
+            if folder.name not in self._settled:
+                self._read_job(Path(folder.path))
+
+    def _read_job(self, folder: Path) -> None:
+        try:
+            raw = (folder / "metadata.json").read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        self.reads += 1
+        try:
+            meta = json.loads(raw)
+        except ValueError:
+            self.problems.append(f"{folder.name}: metadata.json is not valid JSON ({len(raw)} bytes)")
+            return
+        seen = self.statuses.setdefault(meta["job_id"], [])
+        if not seen or seen[-1] != meta["status"]:
+            seen.append(meta["status"])
+        self._read_pages(folder)
+        try:
+            result = (folder / "result.md").read_text()
+        except FileNotFoundError:
+            return
+        self._check_result(folder, result)
+        if meta["status"] == "completed":
+            self._settled.add(folder.name)
+
+    def _read_pages(self, folder: Path) -> None:
+        try:
+            entries = list(os.scandir(folder / "pages"))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            stem, _, ext = entry.name.partition(".")
+            if ext != "md" or not stem.isdigit():
+                continue
+            key = (folder.name, int(stem))
+            try:
+                mtime = entry.stat().st_mtime_ns
+            except FileNotFoundError:
+                continue
+            session = _page_session(folder / "pages" / f"{stem}.json")
+            first = self.page_seen.setdefault(key, (mtime, session))
+            if first[0] != mtime:
+                self.problems.append(f"{folder.name}: page {key[1]} was written again (mtime {first[0]} -> {mtime})")
+                self.page_seen[key] = (mtime, session)
+            elif first[1] is not None and session is not None and first[1] != session:
+                self.problems.append(f"{folder.name}: page {key[1]} info changed session {first[1]} -> {session}")
+
+    def _check_result(self, folder: Path, result: str) -> None:
+        from ocr_watcher.pipeline.assemble import join_pages
+
+        totals = set(re.findall(r"<!-- page \d+ of (\d+) -->", result))
+        if len(totals) != 1:
+            self.problems.append(f"{folder.name}: result.md has no consistent page markers: {result[-60:]!r}")
+            return
+        total = int(totals.pop())
+        pages = []
+        for page in range(1, total + 1):
+            try:
+                pages.append((page, (folder / "pages" / f"{page:04d}.md").read_text(), None))
+            except FileNotFoundError:
+                pages.append((page, None, "missing"))
+        self.results_checked += 1
+        if result != join_pages(pages, total):
+            self.problems.append(f"{folder.name}: result.md is not the join of its {total} pages")
+
+
+def _page_session(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_bytes()).get("session")
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return "<invalid JSON>"
+
+
+def tesseract_call_logger(folder: Path) -> tuple[Path, Path]:
+    """A `tesseract.command` that logs each call as "<first argument> <Unix time>" to a file, then
+    runs the tesseract the daemon would pick by itself. Returns (wrapper, log)."""
+    from ocr_watcher.engines.tesseract import resolve_tesseract
+
+    real = resolve_tesseract(None)
+    assert real is not None, "no tesseract to wrap"
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "tesseract-calls.log"
+    wrapper = folder / "tesseract-logged"
+    env = " ".join(f"{key}={shlex.quote(value)}" for key, value in real.env.items())
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'printf "%s %s\\n" "$1" "$(date +%s.%N)" >> {shlex.quote(str(log))}\n'
+        f'{env} exec {shlex.quote(real.path)} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper, log
+
+
+_RENDERED = re.compile(r"(?P<job>[^/]+)-(?P<page>\d{5})-(?P<attempt>\d+)\.(?:pgm|ppm|png)$")
+
+
+def tesseract_calls(log: Path) -> list[tuple[str, int, int, float]]:
+    """(job_id, page, attempt, Unix time) for each page the wrapper saw (probes like --version left out)."""
+    calls = []
+    for line in log.read_text().splitlines():
+        image, _, when = line.rpartition(" ")
+        match = _RENDERED.search(image)
+        if match:
+            calls.append((match["job"], int(match["page"]), int(match["attempt"]), float(when)))
+    return calls
