@@ -152,6 +152,9 @@ class JobsConfig(_Section):
         60.0, gt=0, description="A job whose worker has not heart-beaten for this long is taken over."
     )
     fsync: bool = True
+    group_writable: bool = Field(
+        False, description="Write files 0664 and folders 0775 (umask 002): for outboxes shared by a group."
+    )
     outbox_scan_interval_seconds: float = Field(5.0, gt=0)
 
 

@@ -40,6 +40,7 @@ from .spool.workers import Beat, Heartbeats
 log = logging.getLogger("ocr_watcher")
 TICK_SECONDS = 0.25
 CONTROL_CHECK_SECONDS = 1.0
+STORAGE_RETRY_SECONDS = 5.0  # a page that could not be written waits this long before it runs again
 METADATA_FLUSH_SECONDS = 1.0
 
 
@@ -61,6 +62,7 @@ class _Active:
     meta: JobMeta
     open_failures: int = 0
     dirty: bool = False
+    previous: Status | None = None  # the status before a terminal one not yet on disk
 
 
 class Service:
@@ -88,6 +90,8 @@ class Service:
         self._terminal: set[str] = set()  # completed jobs seen in the outbox: never read again
         self._retryable: set[str] = set()  # failed/cancelled: watched for RETRY
         self.outbox_bytes: int | None = None  # measured by the retention hook; read by metrics
+        self._deferred: list[tuple[float, RunningJob, int]] = []  # pages waiting for the outbox to be writable
+        self._last_storage_warning = 0.0
         self.managed_server: Any = None  # the supervised `vllm serve`, when engine vllm runs one
         self._stop_requested = False
         self._reload_requested = False
@@ -163,6 +167,8 @@ class Service:
         self._lock_fd = fd
 
     def start(self) -> None:
+        if self.config.jobs.group_writable:
+            os.umask(0o002)  # everything we create (folders, files, children's files) group-writable
         for folder in (self.config.inbox, self.config.outbox):
             folder.mkdir(parents=True, exist_ok=True)
         self._acquire_worker_lock()
@@ -227,6 +233,7 @@ class Service:
             self._check_fencing()
             self._write_heartbeat()
         self.intake.refresh(now)
+        self._requeue_deferred(now)
         self._claim_ready()
         if now - self._last_control >= CONTROL_CHECK_SECONDS:
             self._check_controls()
@@ -300,7 +307,7 @@ class Service:
             try:
                 job_id = self.claimer.claim(request)
             except OSError as exc:
-                log.error("cannot claim %s: %s (it stays in the inbox)", request.inbox_path, exc)
+                log.error("cannot claim %s: %s (recovery finishes the claim later)", request.inbox_path, exc)
                 continue
             except Exception:
                 log.exception("internal error while claiming %s; recovery will finish it", request.inbox_path)
@@ -339,8 +346,8 @@ class Service:
 
     def _handle(self, event: Event, stopping: bool = False) -> None:
         active = self.active.get(event.job.job_id)
-        if active is None or active.job is not event.job:
-            return  # a job we stopped working on (cancelled, taken over)
+        if active is None or active.job is not event.job or active.meta.status.terminal:
+            return  # a job we stopped working on (cancelled, taken over, finished)
         if isinstance(event, Opened):
             self._on_opened(active, event, stopping)
         elif isinstance(event, PageDone):
@@ -385,6 +392,13 @@ class Service:
         job.in_flight.discard(event.page)
         if job.cancelled or event.stage == "cancelled":
             return  # the job was cancelled, deleted or taken over: the control checks deal with it
+        if event.stage == "write":  # the outbox is full or read-only: not the page's fault, wait
+            job.attempts[event.page] = job.attempts.get(event.page, 1) - 1
+            self._deferred.append((time.monotonic() + STORAGE_RETRY_SECONDS, job, event.page))
+            if time.monotonic() - self._last_storage_warning > STORAGE_RETRY_SECONDS:
+                self._last_storage_warning = time.monotonic()
+                log.error("%s: cannot write to the outbox (%s); pages wait and are retried", job.job_id, event.error)
+            return
         retries_left = job.attempts.get(event.page, 1) <= self.config.pipeline.page_retries
         if not event.permanent and retries_left:
             log.warning("%s: page %d failed (%s); retrying", job.job_id, event.page, event.error)
@@ -439,15 +453,22 @@ class Service:
         job.cancelled = True  # nothing more of this job is processed
         if active.meta.status is Status.QUEUED and status is Status.COMPLETED:
             active.meta.transition(Status.PROCESSING)
-        previous = active.meta.status
+        active.previous = active.meta.status
         active.meta.transition(status, error=error)
-        self._save(active)
+        self._settle_terminal(active)
+
+    def _settle_terminal(self, active: _Active) -> None:
+        """A job that reached its end leaves the active set once that is on disk; while the outbox
+        cannot be written (full, read-only) it stays, and the flush tries again."""
+        if not self._save(active):
+            return
+        job, meta = active.job, active.meta
         self.active.pop(job.job_id, None)
-        self._note_terminal(active.meta)
-        self.hooks.on_job_status(active.meta, previous)
+        self._note_terminal(meta)
+        self.hooks.on_job_status(meta, active.previous)
         pages = f"{len(job.done)}/{job.pages_total}" if job.pages_total is not None else "-"
-        detail = f": {error.type}: {error.message}" if error else ""
-        log.info("%s: %s (pages %s)%s", job.job_id, status.value, pages, detail)
+        detail = f": {meta.error.type}: {meta.error.message}" if meta.error else ""
+        log.info("%s: %s (pages %s)%s", job.job_id, meta.status.value, pages, detail)
 
     def _forget(self, job_id: str, why: str) -> None:
         active = self.active.pop(job_id, None)
@@ -455,25 +476,34 @@ class Service:
             active.job.cancelled = True
             log.warning("%s: no longer working on it: %s", job_id, why)
 
-    def _save(self, active: _Active) -> None:
-        """Write metadata.json, unless the job was deleted or taken over meanwhile."""
+    def _save(self, active: _Active) -> bool:
+        """Write metadata.json, unless the job was deleted or taken over meanwhile. False when it
+        could not be written (the job is then forgotten, or kept dirty to be tried again)."""
         job_id = active.job.job_id
         if self.store.is_fenced(job_id, active.job.epoch):
             self._forget(job_id, "another daemon has taken it over")
-            return
+            return False
         active.meta.updated_at = utc_now()
         active.meta.worker.heartbeat_at = active.meta.updated_at
         try:
             self.store.save(active.meta)
-            active.dirty = False
         except FileNotFoundError:
             self._forget(job_id, "its folder was deleted (treated as cancel)")
+            return False
         except OSError as exc:
+            active.dirty = True
             log.error("%s: cannot write metadata.json: %s (will try again)", job_id, exc)
+            return False
+        active.dirty = False
+        return True
 
     def _flush_dirty(self) -> None:
         for active in list(self.active.values()):
-            if active.dirty:
+            if not active.dirty:
+                continue
+            if active.meta.status.terminal:
+                self._settle_terminal(active)
+            else:
                 self._save(active)
 
     def _note_terminal(self, meta: JobMeta) -> None:
@@ -483,12 +513,21 @@ class Service:
             self._retryable.add(meta.job_id)
 
     # -- control files, retry, takeover ----------------------------------------------------------
+    def _requeue_deferred(self, now: float) -> None:
+        if not self._deferred or self._deferred[0][0] > now:
+            return
+        due = [entry for entry in self._deferred if entry[0] <= now]
+        self._deferred = [entry for entry in self._deferred if entry[0] > now]
+        for _, job, page in due:
+            if not job.cancelled:
+                self.scheduler.requeue(job, page)
+
     def _check_controls(self) -> None:
         for job_id, active in list(self.active.items()):
             paths = self.store.paths(job_id)
             if not paths.dir.exists():
                 self._forget(job_id, "its folder was deleted (treated as cancel)")
-            elif paths.cancel.exists():
+            elif paths.cancel.exists() and not active.meta.status.terminal:
                 error = JobError(type="cancelled", message="cancelled by a CANCEL file")
                 self._finish(active, Status.CANCELLED, error)
                 self.store.clear_control(job_id, CANCEL)
@@ -530,8 +569,11 @@ class Service:
     def _scan_outbox(self, startup: bool = False) -> None:
         self._last_outbox_scan = time.monotonic()
         if not startup:  # claims are made on this thread, so none of ours is half-way now
-            for job_id in self.claimer.recover(self.heartbeats.is_gone):
-                log.warning("%s: finished an interrupted claim", job_id)
+            try:
+                for job_id in self.claimer.recover(self.heartbeats.is_gone):
+                    log.warning("%s: finished an interrupted claim", job_id)
+            except OSError as exc:  # a full or read-only outbox: the claim stays where it is
+                log.error("cannot finish interrupted claims: %s (will try again)", exc)
         seen: set[str] = set()
         beats: dict[str, Beat | None] = {}
         for job_id in self.store.iter_job_ids():

@@ -274,3 +274,90 @@ def cer(expected: str, actual: str) -> float:
     """Character error rate: edit distance over the expected length, whitespace runs counted as one."""
     want, got = normalise(expected), normalise(actual)
     return Levenshtein.distance(want, got) / max(1, len(want))
+
+
+# ---------------------------------------------------------------------------------------------
+# More hostile files (reliability tests)
+
+
+def huge_image_pdf(path: Path, side_px: int = 40000) -> Path:
+    """A one-page PDF whose page is a `side_px` square 1-bit image: about 100 KB on disk, hundreds
+    of megabytes once PDFium decodes it (a decompression bomb inside a PDF)."""
+    raw_row = b"\x00" * ((side_px + 7) // 8)
+    compressor = zlib.compressobj(9)
+    body = bytearray()
+    for _ in range(side_px):
+        body += compressor.compress(raw_row)
+    body += compressor.flush()
+    content = b"q 612 0 0 792 0 0 cm /Im1 Do Q"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792]"
+        b" /Resources << /XObject << /Im1 5 0 R >> >> /Contents 4 0 R >>",
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
+        b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray"
+        b" /BitsPerComponent 1 /Filter /FlateDecode /Length %d >>\nstream\n%s\nendstream"
+        % (side_px, side_px, len(body), bytes(body)),
+    ]
+    path.write_bytes(_serialize(objects))
+    return path
+
+
+def concat_pdfs(path: Path, sources: Sequence[Path]) -> Path:
+    """The pages of `sources`, in order, as one PDF (e.g. a hanging page among good ones)."""
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    for source in sources:
+        writer.append(PdfReader(source))
+    with path.open("wb") as fh:
+        writer.write(fh)
+    return path
+
+
+def mutations(sources: Sequence[bytes], count: int, seed: int) -> list[tuple[str, bytes]]:
+    """`count` deterministic variants of valid PDFs: byte flips, truncations, splices, junk runs.
+
+    Each is (how it was made, bytes); the same seed gives the same list.
+    """
+    rng = random.Random(seed)
+    out: list[tuple[str, bytes]] = []
+    for index in range(count):
+        data = bytearray(rng.choice(sources))
+        kind = ("flip", "truncate", "splice", "junk", "delete")[index % 5]
+        if kind == "flip":
+            for _ in range(rng.randint(1, 20)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        elif kind == "truncate":
+            data = data[: rng.randrange(1, len(data))]
+        elif kind == "splice":
+            other = rng.choice(sources)
+            data = data[: rng.randrange(len(data))] + other[rng.randrange(len(other)) :]
+        elif kind == "junk":
+            at = rng.randrange(len(data))
+            data[at:at] = rng.randbytes(rng.randint(1, 500))
+        else:
+            at = rng.randrange(len(data))
+            del data[at : at + rng.randint(1, 200)]
+        out.append((f"{index:03d}-{kind}", bytes(data)))
+    return out
+
+
+def content_bomb_pdf(path: Path, megabytes: int = 300) -> Path:
+    """A one-page PDF whose content stream inflates to `megabytes` MB of blanks (~300 KB on disk):
+    PDFium holds the whole decoded stream in memory to parse the page."""
+    compressor = zlib.compressobj(9)
+    chunk = b" " * (1 << 20)
+    body = bytearray()
+    for _ in range(megabytes):
+        body += compressor.compress(chunk)
+    body += compressor.flush()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n%s\nendstream" % (len(body), bytes(body)),
+    ]
+    path.write_bytes(_serialize(objects))
+    return path

@@ -33,7 +33,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True, mode: int = 0o644) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True, mode: int = 0o666) -> None:
+    """`mode` is filtered by the umask, like any file a program creates: 0644 under the usual 022,
+    0664 under 002 (`jobs.group_writable`, for outboxes shared by a group)."""
     tmp = temp_name_for(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:

@@ -120,8 +120,11 @@ class Claimer:
                 continue
             if record.worker_id != self.worker_id and not is_abandoned(record.worker_id):
                 continue
-            if self._finish(record, claim_dir):
-                finished.append(record.job_id)
+            try:
+                if self._finish(record, claim_dir):
+                    finished.append(record.job_id)
+            except OSError as exc:  # this one waits (full disk, ...); the others may still finish
+                log.error("%s: cannot finish the claim yet: %s", record.job_id, exc)
         return finished
 
     # -- internals -----------------------------------------------------------------------------

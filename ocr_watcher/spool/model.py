@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .ids import is_job_id
 
 SCHEMA_VERSION = 1
+INPUT_FILE = re.compile(r"^input(\.[A-Za-z0-9]{1,10})?$")
 
 
 class Status(str, Enum):
@@ -110,6 +114,20 @@ class JobMeta(_Model):
     worker: Worker
     # Every status this job has had, in order: [{"status": ..., "at": ...}] (a few entries per attempt).
     history: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id_is_a_folder_name(cls, value: str) -> str:
+        if not is_job_id(value):
+            raise ValueError(f"{value!r} is not a job id")
+        return value
+
+    @field_validator("input_file")
+    @classmethod
+    def _input_is_in_the_job_folder(cls, value: str) -> str:
+        if not INPUT_FILE.match(value):
+            raise ValueError(f"{value!r} is not an input file name (input or input.<ext>)")
+        return value
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -81,9 +81,12 @@ class JobStore:
         except FileNotFoundError as exc:
             raise JobNotFound(f"job {job_id} has no metadata.json (deleted?)") from exc
         try:
-            return JobMeta.model_validate(json.loads(raw))
+            meta = JobMeta.model_validate(json.loads(raw))
         except (ValueError, ValidationError) as exc:
             raise CorruptMetadata(f"{path}: {exc}") from exc
+        if meta.job_id != job_id:  # a planted or copied file must not steer our writes elsewhere
+            raise CorruptMetadata(f"{path}: it names job {meta.job_id!r}, not {job_id!r}")
+        return meta
 
     def try_load(self, job_id: str) -> JobMeta | None:
         try:

@@ -1,0 +1,156 @@
+"""Storage faults under the outbox: a full filesystem and a read-only one (a tmpfs we mount; the
+tests run as root). Whatever happens, every metadata.json parses; the job waits while the outbox
+cannot be written and resumes when it can; the error is visible in the log."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon import Daemon, drop
+from tests.pdfgen import sample_lines, text_pdf
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+def _mount(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["mount", *args], capture_output=True, text=True)
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """mount(size) -> a fresh folder on its own tmpfs of that size; unmounted afterwards."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / "outbox"
+        folder.mkdir()
+        result = _mount(["-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)])
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN): {result.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    try:
+        yield mount
+    finally:
+        for folder in mounted:
+            while subprocess.run(["umount", str(folder)], capture_output=True).returncode == 0:
+                pass  # the read-only bind (if left), then the tmpfs
+            if folder.is_mount() and subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def _make_read_only(outbox: Path) -> None:
+    """`mount -o remount,ro` is refused while the daemon holds a file open for writing (its worker
+    lock), so stack a read-only bind mount of the outbox on itself: new opens see EROFS."""
+    result = _mount(["--bind", str(outbox), str(outbox)])
+    for _ in range(100):  # refused while a write through the new bind is open: try again
+        if result.returncode == 0 and "--bind" not in result.args:
+            return
+        result = _mount(["-o", "remount,ro,bind", str(outbox)])
+        time.sleep(0.01)
+    pytest.skip(f"cannot make the outbox read-only here: {result.stderr.strip()}")
+
+
+def _make_writable(outbox: Path) -> None:
+    subprocess.run(["umount", "-l", str(outbox)], check=True)  # detaches the read-only bind on top
+
+
+def _fill(outbox: Path) -> Path:
+    filler = outbox / ".filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def _all_metadata_parses(outbox: Path) -> None:
+    for path in outbox.glob("*/metadata.json"):
+        json.loads(path.read_text())  # raises on a torn or empty file
+
+
+def _watch_metadata(daemon: Daemon, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        _all_metadata_parses(daemon.outbox)
+        assert daemon.alive(), daemon.log()[-3000:]
+        time.sleep(0.1)
+
+
+def test_a_full_outbox_delays_the_claim_until_space_returns(tmpfs: Callable[[str], Path], tmp_path: Path) -> None:
+    small_outbox = tmpfs("4m")
+    good = text_pdf(tmp_path / "full.pdf", [sample_lines(3, seed=s) for s in range(3)])
+    daemon = Daemon(tmp_path, outbox=small_outbox, engine="text").start()
+    try:
+        filler = _fill(small_outbox)
+        drop(daemon.inbox, good)
+        _watch_metadata(daemon, 3.0)
+        assert "No space left on device" in daemon.log()
+        filler.unlink()
+        job = daemon.wait_for_job("full.pdf", TERMINAL, timeout=30)
+        _all_metadata_parses(small_outbox)
+    finally:
+        daemon.stop()
+    assert job["status"] == "completed", job
+    assert job["progress"]["pages_done"] == 3
+
+
+def test_a_job_in_progress_waits_out_a_read_only_outbox(tmpfs: Callable[[str], Path], tmp_path: Path) -> None:
+    """The outbox turns read-only while a 1,500-page job runs, for 3 s: metadata.json stays valid,
+    the error is logged, and once writable again the job completes with every page done."""
+    small_outbox = tmpfs("32m")  # room for 1,500 pages (two small files each)
+    big = text_pdf(tmp_path / "ro.pdf", [[f"Line {i}"] for i in range(1500)])
+    daemon = Daemon(tmp_path, outbox=small_outbox, engine="text").start()
+    try:
+        drop(daemon.inbox, big)
+        daemon.wait_until(
+            lambda: (daemon.job_for("ro.pdf") or {}).get("progress", {}).get("pages_done", 0) >= 200,
+            60,
+            "the job to be under way",
+        )
+        _make_read_only(small_outbox)
+        try:
+            _watch_metadata(daemon, 3.0)
+        finally:
+            _make_writable(small_outbox)
+        job = daemon.wait_for_job("ro.pdf", TERMINAL, timeout=30)
+        _all_metadata_parses(small_outbox)
+        log = daemon.log()
+    finally:
+        daemon.stop()
+    assert "Read-only file system" in log
+    assert job["status"] == "completed", job["error"]
+    assert job["progress"]["pages_failed"] == 0, job["progress"]
+    assert job["progress"]["pages_done"] == 1500
+
+
+def test_a_read_only_outbox_delays_new_claims(tmpfs: Callable[[str], Path], tmp_path: Path) -> None:
+    small_outbox = tmpfs("4m")
+    good = text_pdf(tmp_path / "later.pdf", [sample_lines(3, seed=4)])
+    daemon = Daemon(tmp_path, outbox=small_outbox, engine="text").start()
+    try:
+        _make_read_only(small_outbox)
+        try:
+            drop(daemon.inbox, good)
+            _watch_metadata(daemon, 3.0)
+            assert daemon.job_for("later.pdf") is None
+        finally:
+            _make_writable(small_outbox)
+        job = daemon.wait_for_job("later.pdf", TERMINAL, timeout=30)
+        log = daemon.log()
+    finally:
+        daemon.stop()
+    assert "Read-only file system" in log
+    assert job["status"] == "completed", job
