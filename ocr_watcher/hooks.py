@@ -35,6 +35,9 @@ class Hooks:
     def on_job_deleted(self, job_id: str, reason: str, size_bytes: int) -> None:
         """Retention removed a terminal job; reason: "age", "count" or "storage"."""
 
+    def on_storage_error(self, operation: str, error: str) -> None:
+        """Writing to the outbox failed (full, read-only); operation: "page", "metadata" or "claim"."""
+
     def on_stop(self, service: Service) -> None:
         """The daemon is stopping (SIGTERM); pages in flight are being finished."""
 
@@ -73,6 +76,9 @@ class HookList(Hooks):
 
     def on_job_deleted(self, job_id: str, reason: str, size_bytes: int) -> None:
         self._each("on_job_deleted", job_id, reason, size_bytes)
+
+    def on_storage_error(self, operation: str, error: str) -> None:
+        self._each("on_storage_error", operation, error)
 
     def on_stop(self, service: Service) -> None:
         self._each("on_stop", service)

@@ -163,6 +163,11 @@ class Metrics:
         self.engine_errors = counter(
             "engine_errors_total", "Pages the engine failed to recognise (each attempt).", ("engine",)
         )
+        self.storage_errors = counter(
+            "storage_errors_total", "Writes to the outbox that failed (disk full, read-only).", ("operation",)
+        )
+        for operation in ("page", "metadata", "claim"):
+            self.storage_errors.labels(operation=operation)
         self.engine_ready = gauge("engine_ready", "1 when the engine can take pages now, else 0.", ("engine",))
         # Queue and work in progress (sampled)
         self.queue_pages = gauge("queue_pages", "Pages waiting to be handed to rendering and the engine.")
@@ -274,6 +279,9 @@ class MetricsHooks(Hooks):
                 m.page_render_duration.labels(engine=engine).observe(info["seconds_render"])
         elif info.get("stage") == "engine":  # not rendering, the input, or a cancel
             m.engine_errors.labels(engine=engine).inc()
+
+    def on_storage_error(self, operation: str, error: str) -> None:
+        self.metrics.storage_errors.labels(operation=operation).inc()
 
     def on_job_deleted(self, job_id: str, reason: str, size_bytes: int) -> None:
         self.metrics.retention_deletions.labels(reason=reason).inc()

@@ -307,6 +307,7 @@ class Service:
             try:
                 job_id = self.claimer.claim(request)
             except OSError as exc:
+                self.hooks.on_storage_error("claim", str(exc))
                 log.error("cannot claim %s: %s (recovery finishes the claim later)", request.inbox_path, exc)
                 continue
             except Exception:
@@ -393,6 +394,7 @@ class Service:
         if job.cancelled or event.stage == "cancelled":
             return  # the job was cancelled, deleted or taken over: the control checks deal with it
         if event.stage == "write":  # the outbox is full or read-only: not the page's fault, wait
+            self.hooks.on_storage_error("page", event.error)
             job.attempts[event.page] = job.attempts.get(event.page, 1) - 1
             self._deferred.append((time.monotonic() + STORAGE_RETRY_SECONDS, job, event.page))
             if time.monotonic() - self._last_storage_warning > STORAGE_RETRY_SECONDS:
@@ -492,6 +494,7 @@ class Service:
             return False
         except OSError as exc:
             active.dirty = True
+            self.hooks.on_storage_error("metadata", str(exc))
             log.error("%s: cannot write metadata.json: %s (will try again)", job_id, exc)
             return False
         active.dirty = False

@@ -89,6 +89,16 @@ def _watch_metadata(daemon: Daemon, seconds: float) -> None:
         time.sleep(0.1)
 
 
+def _storage_errors(daemon: Daemon) -> float:
+    """ocr_watcher_storage_errors_total summed over operations, from the daemon's own /metrics."""
+    import re
+    import urllib.request
+
+    url = re.search(r"metrics on (http://\S+/metrics)", daemon.log()).group(1)
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    return sum(float(v) for v in re.findall(r"^ocr_watcher_storage_errors_total\{[^}]*\} (\S+)$", text, re.M))
+
+
 def test_a_full_outbox_delays_the_claim_until_space_returns(tmpfs: Callable[[str], Path], tmp_path: Path) -> None:
     small_outbox = tmpfs("4m")
     good = text_pdf(tmp_path / "full.pdf", [sample_lines(3, seed=s) for s in range(3)])
@@ -98,6 +108,7 @@ def test_a_full_outbox_delays_the_claim_until_space_returns(tmpfs: Callable[[str
         drop(daemon.inbox, good)
         _watch_metadata(daemon, 3.0)
         assert "No space left on device" in daemon.log()
+        assert _storage_errors(daemon) > 0, "the failure shows in /metrics too"
         filler.unlink()
         job = daemon.wait_for_job("full.pdf", TERMINAL, timeout=30)
         _all_metadata_parses(small_outbox)
