@@ -19,7 +19,7 @@ import pytest
 from tests.daemon import Daemon, drop
 from tests.pdfgen import mutations, sample_lines, scanned_pdf, slow_pdf, text_pdf
 
-SEED = int(os.environ.get("OCR_WATCHER_FUZZ_SEED", "20261129"))
+SEED = int(os.environ.get("FUZZ_SEED", "20261129"))
 COUNT = 300
 RENDER_TIMEOUT_S = 3
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -60,7 +60,7 @@ def _orphan_render_workers() -> list[int]:
 
 
 def test_mutated_pdfs_all_end_terminal_and_the_daemon_survives(tmp_path: Path) -> None:
-    print(f"fuzz seed {SEED} (set OCR_WATCHER_FUZZ_SEED to replay), {COUNT} mutations")
+    print(f"fuzz seed {SEED} (set FUZZ_SEED to replay), {COUNT} mutations")
     src = tmp_path / "src"
     src.mkdir()
     sources = [
