@@ -6,13 +6,12 @@ import hashlib
 import json
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from .daemon import Daemon, drop
+from .daemon import Daemon, OutboxReader, drop
 from .pdfgen import cer, encrypted_pdf, sample_lines, scanned_pdf, text_pdf, truncated
 
 
@@ -20,58 +19,11 @@ def _page_texts(job_dir: Path) -> list[str]:
     return [p.read_text() for p in sorted((job_dir / "pages").glob("*.md"))]
 
 
-class MetadataReader(threading.Thread):
-    """Reads every metadata.json and result.md over and over while the daemon works, as a person's
-    script would, and records anything invalid (a partial write would show up here)."""
-
-    def __init__(self, outbox: Path) -> None:
-        super().__init__(daemon=True)
-        self.outbox = outbox
-        self.problems: list[str] = []
-        self.reads = 0
-        self.statuses: dict[str, list[str]] = {}
-        self.stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop_event.is_set():
-            self.sweep()
-            time.sleep(0.02)
-
-    def sweep(self) -> None:
-        for folder in list(self.outbox.iterdir()):
-            if folder.name.startswith("."):
-                continue
-            try:
-                raw = (folder / "metadata.json").read_bytes()
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            self.reads += 1
-            try:
-                meta = json.loads(raw)
-            except ValueError:
-                self.problems.append(f"{folder.name}: invalid JSON ({len(raw)} bytes)")
-                continue
-            seen = self.statuses.setdefault(meta["job_id"], [])
-            if not seen or seen[-1] != meta["status"]:
-                seen.append(meta["status"])
-            result = folder / "result.md"
-            if result.exists() and meta["status"] == "completed":
-                text = result.read_text()
-                if not text.rstrip().endswith(tuple("abcdefghijklmnopqrstuvwxyz.")):
-                    self.problems.append(f"{folder.name}: result.md looks cut: {text[-40:]!r}")
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.join(timeout=10)
-        self.sweep()  # one last look, after the daemon's final writes
-        self.sweep()  # one last look, after the daemon's final writes
-
-
 def test_scanned_and_born_digital_pdfs_become_markdown(tmp_path: Path) -> None:
     """Given a running daemon, when an image-only 3-page PDF and a born-digital PDF are dropped,
     then both complete with the text recognised, and metadata.json goes queued -> processing -> completed."""
     daemon = Daemon(tmp_path).start()
-    reader = MetadataReader(daemon.outbox)
+    reader = OutboxReader(daemon.outbox)
     reader.start()
     try:
         pages = [sample_lines(6, seed=s) for s in range(3)]
