@@ -11,9 +11,7 @@ import math
 import os
 import platform
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from tests.daemon import Daemon as TestDaemon  # noqa: E402  (one harness for tests and benchmarks)
+from tests.daemon import merge  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -141,13 +142,6 @@ def proc_status(pid: int) -> dict[str, int]:
 
 
 # -- the daemon -------------------------------------------------------------------------------------
-def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def bench_defaults(inbox: Path, outbox: Path, worker_id: str) -> dict[str, Any]:
     """Settings every benchmark daemon gets: its folders, no retention, no fixed HTTP port (several
     daemons run at once, here and in other people's tests). Sections this build lacks are left out."""
@@ -161,80 +155,21 @@ def bench_defaults(inbox: Path, outbox: Path, worker_id: str) -> dict[str, Any]:
     return base
 
 
-class Daemon:
-    """`ocr_watcher.cli run --config <yaml>` as a subprocess over folders under `root`."""
+class Daemon(TestDaemon):
+    """The test suite's daemon harness (tests/daemon.py) with the benchmarks' settings instead of the
+    tests' fast ones: `bench_defaults` under `config`."""
+
+    base_config: dict[str, Any] = {}
 
     def __init__(self, root: Path, config: dict[str, Any], name: str = "bench") -> None:
-        self.root = root
-        self.inbox = root / "inbox"
-        self.outbox = root / "outbox"
-        self.inbox.mkdir(parents=True, exist_ok=True)
-        self.outbox.mkdir(parents=True, exist_ok=True)
-        self.config = merge(bench_defaults(self.inbox, self.outbox, name), config)
-        self.config_path = root / f"{name}.yaml"
-        self.config_path.write_text(yaml.safe_dump(self.config))
-        self.log_path = root / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.spawned_at = math.nan
-        self.started_at = math.nan
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        outbox = Path(config["outbox"]) if "outbox" in config else root / "outbox"
+        tree = merge(bench_defaults(root / "inbox", outbox, name), config)
+        for folder in ("inbox", "outbox"):  # given as paths below
+            tree.pop(folder)
+        super().__init__(root, name, inbox=root / "inbox", outbox=outbox, **tree)
 
     def start(self, timeout: float = 120) -> Daemon:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with open(self.log_path, "ab") as log:
-            self.spawned_at = time.time()
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ocr_watcher.cli", "run", "--config", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=REPO,
-            )
-        deadline = time.monotonic() + timeout
-        while "ocr-watcher started" not in self.log():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited ({self.proc.returncode}) at start:\n{self.log()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"daemon did not start within {timeout} s:\n{self.log()[-3000:]}")
-            time.sleep(0.05)
-        self.started_at = time.time()
-        return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def check_alive(self) -> None:
-        if not self.alive():
-            code = self.proc.returncode if self.proc else None
-            raise RuntimeError(f"daemon exited ({code}):\n{self.log()[-3000:]}")
-
-    def stop(self, timeout: float = 60) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def __enter__(self) -> Daemon:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return super().start(timeout)  # type: ignore[return-value]
 
 
 @contextmanager

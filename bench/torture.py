@@ -52,26 +52,13 @@ def daemon_config() -> dict:
 
 
 class RestartableDaemon(Daemon):
-    """_common.Daemon whose start() waits for *this* start's log line (restarts append to one log)."""
-
-    _offset = 0
-
-    def start(self, timeout: float = 120) -> RestartableDaemon:
-        self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        return super().start(timeout)  # type: ignore[return-value]
+    """A daemon restarted many times: its log() is this start's lines only (restarts share one log)."""
 
     def log(self) -> str:
-        try:
-            with open(self.log_path, "rb") as fh:
-                fh.seek(self._offset)
-                return fh.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return self.log_since_launch()
 
     def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=60)
+        self.kill(signal.SIGKILL)
 
 
 def make_batch(folder: Path, jobs: int, pages: int, seed: int) -> list[Path]:

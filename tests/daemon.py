@@ -38,6 +38,11 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 class Daemon:
+    """`ocr_watcher.cli run --config <yaml>` as a subprocess; the config is `base_config`, the folders
+    and worker id, then `config`. (The benchmarks use it too, with their own base.)"""
+
+    base_config: dict[str, Any] = BASE_CONFIG
+
     def __init__(self, root: Path, name: str = "d1", inbox: Path | None = None, outbox: Path | None = None, **config):
         self.root = root
         self.name = name
@@ -46,11 +51,18 @@ class Daemon:
         self.inbox.mkdir(parents=True, exist_ok=True)
         self.outbox.mkdir(parents=True, exist_ok=True)
         self.config_path = root / f"{name}.yaml"
-        tree = merge(BASE_CONFIG, {"inbox": str(self.inbox), "outbox": str(self.outbox), "worker_id": name})
-        self.config_path.write_text(yaml.safe_dump(merge(tree, config)))
+        tree = merge(self.base_config, {"inbox": str(self.inbox), "outbox": str(self.outbox), "worker_id": name})
+        self.config = merge(tree, config)
+        self.config_path.write_text(yaml.safe_dump(self.config))
         self.log_path = root / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
+        self.spawned_at = self.started_at = float("nan")  # wall-clock seconds, for the benchmarks
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     # -- process control -------------------------------------------------------------------------
     def launch(self) -> Daemon:
@@ -58,6 +70,7 @@ class Daemon:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
+            self.spawned_at = time.time()
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ocr_watcher.cli", "run", "--config", str(self.config_path)],
                 stdout=log,
@@ -67,11 +80,30 @@ class Daemon:
             )
         return self
 
-    def start(self) -> Daemon:
+    def start(self, timeout: float = 30) -> Daemon:
         self.launch()
         # Only this start's lines count: a restart with the same name appends to the same log.
-        self.wait_until(lambda: "ocr-watcher started" in self.log_since_launch(), 30, "the daemon to start")
+        self.wait_until(self._started, timeout, "the daemon to start")
+        self.started_at = time.time()
         return self
+
+    def _started(self) -> bool:
+        if "ocr-watcher started" in self.log_since_launch():
+            return True
+        if self.proc is not None and self.proc.poll() is not None:  # fail at once, not after the timeout
+            raise AssertionError(f"daemon exited ({self.proc.returncode}) at start:\n{self.log_since_launch()}")
+        return False
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            code = self.proc.returncode if self.proc else None
+            raise AssertionError(f"daemon exited ({code}):\n{self.log()[-3000:]}")
+
+    def __enter__(self) -> Daemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def log_since_launch(self) -> str:
         try:
@@ -90,12 +122,12 @@ class Daemon:
         if sig in (signal.SIGKILL, signal.SIGTERM):
             self.proc.wait(timeout=60)
 
-    def stop(self) -> int | None:
+    def stop(self, timeout: float = 60) -> int | None:
         if self.alive():
             assert self.proc is not None
             self.proc.send_signal(signal.SIGTERM)
             try:
-                return self.proc.wait(timeout=60)
+                return self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
