@@ -34,6 +34,7 @@ from . import __version__
 from .config import Config
 from .hooks import Hooks
 from .http import HttpServer, Response, text
+from .retention import REASONS
 from .spool.model import JobMeta, Status
 
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ log = logging.getLogger("ocr_watcher.metrics")
 
 JOB_OUTCOMES = ("completed", "failed", "cancelled")
 PAGE_OUTCOMES = ("done", "failed", "retried")
-RETENTION_REASONS = ("age", "count", "storage")
 # Engine time per page: 50 ms (text layer) to 10 minutes (a looping page on a busy GPU).
 PAGE_SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 # Jobs: a second (one born-digital page) to a day (thousands of scanned pages behind a backlog).
@@ -193,7 +193,7 @@ class Metrics:
         self.build_info.labels(version=__version__).set(1)
         self.last_success.set(0)
         self.outbox_bytes.set(math.nan)
-        for reason in RETENTION_REASONS:
+        for reason in REASONS:
             self.retention_deletions.labels(reason=reason)
             self.retention_deleted_bytes.labels(reason=reason)
 

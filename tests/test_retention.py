@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -378,7 +379,7 @@ def test_sizes_are_measured_once_per_finished_job(store, monkeypatch):
     meta.transition(Status.QUEUED)
     store.save(meta)
     os.utime(store.paths(failed).dir, ns=(0, 0))  # be sure the folder's mtime differs
-    store.delete_tree(store.paths(done[0]).dir)
+    shutil.rmtree(store.paths(done[0]).dir)
     again = {j.job_id: j for j in retention.inventory()}
     assert sorted(measured) == sorted([failed, running])
     assert done[0] not in again and again[failed].terminal is False

@@ -134,10 +134,6 @@ class Intake:
     def waiting(self) -> int:
         return len(self.tracked)
 
-    @property
-    def ready_count(self) -> int:
-        return len(self._ready)
-
     # -- internals -----------------------------------------------------------------------------
     def _scan(self, now: float) -> None:
         seen: set[str] = set()

@@ -100,7 +100,3 @@ class InboxLayout:
     def claims(self) -> Path:
         """The hidden claim area: on the inbox's own filesystem, so the claim is one rename."""
         return self.root / INTERNAL_DIR / "claims"
-
-    @property
-    def uploads(self) -> Path:
-        return self.root / INTERNAL_DIR / "uploads"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -222,6 +221,3 @@ class JobStore:
 
     def exists(self, job_id: str) -> bool:
         return self.paths(job_id).metadata.exists()
-
-    def delete_tree(self, path: Path) -> None:
-        shutil.rmtree(path, ignore_errors=True)
