@@ -54,6 +54,7 @@ def setup_logging(level: str) -> None:
     if not os.environ.get("JOURNAL_STREAM"):
         fmt = "%(asctime)s " + fmt
     logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)  # its start/stop lines repeat ours
 
 
 def _summary_line(meta: JobMeta) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 EX_CONFIG = 78
 ENV_PREFIX = "OCR_WATCHER_"
@@ -169,8 +169,25 @@ class RetentionConfig(_Section):
 
 class HttpConfig(_Section):
     enabled: bool = True
-    host: str = Field("127.0.0.1", description="Loopback by default; 0.0.0.0 exposes /metrics to the network.")
+    host: str = Field(
+        "127.0.0.1", description="Loopback by default; 0.0.0.0 exposes /metrics and the job API to the network."
+    )
     port: int = Field(9464, ge=0, le=65535, description="0 = any free port (tests).")
+    api: bool = Field(True, description="Serve the job API (/jobs...) and the web page (/) beside /metrics.")
+    api_tokens: list[SecretStr] = Field(
+        default_factory=list,
+        description="Bearer tokens for the job API; empty = no token needed. /health and /metrics stay open.",
+    )
+    max_upload_mb: float = Field(200, gt=0, description="Largest file accepted by POST /jobs/create, in MiB.")
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _tokens_are_usable(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for token in value:
+            secret = token.get_secret_value()
+            if len(secret) < 16 or not secret.isprintable() or " " in secret:
+                raise ValueError("each token must be at least 16 printable characters without spaces")
+        return value
 
 
 class ProfileConfig(_Section):

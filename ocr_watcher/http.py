@@ -1,26 +1,44 @@
-"""A small HTTP server for /metrics, /healthz and /readyz, on a daemon thread.
+"""The daemon's one HTTP server: /metrics, /healthz, /readyz, and (http.api) the job API and web page.
 
-It knows nothing of OCR: it maps GET paths to functions that return a `Response`. Those functions
-run on the server's threads, so they may only read state that is safe to read from there.
+An ASGI app (FastAPI, for the API's validation and OpenAPI description) served by uvicorn on a
+daemon thread with its own event loop. The socket is bound on the main thread first, so that an
+address in use is a clear error at start rather than a dying thread. Handlers run on the server's
+threads: they read the job folders and ask the main loop (Service.call) for anything that changes
+a job.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
-import socketserver
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
+
+import uvicorn
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response as StarletteResponse
+
+from .config import Config
+from .hooks import Hooks
+
+if TYPE_CHECKING:
+    from .metrics import MetricsHooks
+    from .service import Service
 
 log = logging.getLogger("ocr_watcher.http")
 TEXT = "text/plain; charset=utf-8"
+START_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
 class Response:
+    """What a plain route (metrics, health) returns; kept free of any web framework."""
+
     status: int
     body: bytes
     content_type: str = TEXT
@@ -33,79 +51,92 @@ def text(status: int, message: str) -> Response:
 Route = Callable[[], Response]
 
 
-def respond(routes: Mapping[str, Route], raw_path: str) -> Response:
-    """The response for one GET: the route's, 404 for an unknown path, 500 if the route fails."""
-    route = routes.get(urlsplit(raw_path).path)
-    if route is None:
-        return text(404, "not found; try " + " ".join(sorted(routes)))
+def _endpoint(route: Route) -> Callable[[Request], StarletteResponse]:
+    # A plain function: Starlette runs it on its thread pool, off the event loop.
+    def endpoint(_request: Request) -> StarletteResponse:
+        try:
+            response = route()
+        except Exception:
+            log.exception("%s failed", getattr(route, "__name__", route))
+            response = text(500, "internal error (see the daemon's log)")
+        return StarletteResponse(
+            response.body, response.status, media_type=response.content_type, headers={"Cache-Control": "no-store"}
+        )
+
+    return endpoint
+
+
+def build_app(routes: Mapping[str, Route], add_api: Callable[[FastAPI], None] | None = None) -> FastAPI:
+    """The ASGI app: the plain routes, plus whatever `add_api` mounts (the job API)."""
+    from . import __version__
+
+    app = FastAPI(
+        title="ocr-watcher",
+        version=__version__,
+        description="Jobs of the ocr-watcher daemon: the same jobs as its inbox and outbox folders.",
+        docs_url="/docs" if add_api else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if add_api else None,
+    )
+    for path, route in routes.items():
+        app.add_api_route(path, _endpoint(route), methods=["GET", "HEAD"], include_in_schema=False)
+    if add_api is not None:
+        add_api(app)
+    return app
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        return route()
-    except Exception:
-        log.exception("GET %s failed", raw_path)
-        return text(500, "internal error (see the daemon's log)")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    routes: Mapping[str, Route] = {}
-    server_version = "ocr-watcher"
-    sys_version = ""
-
-    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
-        self._send(respond(self.routes, self.path), body=True)
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._send(respond(self.routes, self.path), body=False)
-
-    def _send(self, response: Response, *, body: bool) -> None:
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if body:
-            self.wfile.write(response.body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the stdlib's name)
-        log.debug("%s %s", self.address_string(), format % args)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a stuck client must not hold up the daemon's exit
-    allow_reuse_address = True
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN, a DNS lookup that can hang; skip it.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+        sock.bind((host, port))
+        sock.listen(512)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    return sock
 
 
 class HttpServer:
-    """Serves `routes` (path -> function) on host:port; port 0 picks a free port."""
+    """Serves `app` on host:port (port 0 picks a free port) from a daemon thread."""
 
-    def __init__(self, host: str, port: int, routes: Mapping[str, Route]) -> None:
+    def __init__(self, host: str, port: int, app: FastAPI) -> None:
         self.host = host
         self.port = port
-        self.routes = dict(routes)
-        self._server: _Server | None = None
+        self.app = app
+        self._socket: socket.socket | None = None
+        self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Bind (raising OSError if the address is taken) and serve on a daemon thread."""
-        handler = type("Handler", (_Handler,), {"routes": self.routes})
-        server_class = _Server6 if ":" in self.host else _Server
-        self._server = server_class((self.host, self.port), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+        self._socket = _bind(self.host, self.port)
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,  # our logging setup stays as it is
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+            server_header=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def _serve(self) -> None:
+        assert self._server is not None and self._socket is not None
+        asyncio.run(self._server.serve(sockets=[self._socket]))
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound (host, port)."""
-        assert self._server is not None, "not started"
-        host, port = self._server.server_address[:2]
+        assert self._socket is not None, "not started"
+        host, port = self._socket.getsockname()[:2]
         return str(host), int(port)
 
     @property
@@ -116,9 +147,57 @@ class HttpServer:
     def stop(self) -> None:
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._socket is not None:
+            self._socket.close()
         self._server = None
         self._thread = None
+        self._socket = None
+
+
+class HttpHooks(Hooks):
+    """Starts the HTTP server with the daemon and stops it with the daemon."""
+
+    def __init__(self, config: Config, metrics: MetricsHooks) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.server: HttpServer | None = None
+
+    def on_start(self, service: Service) -> None:
+        http = self.config.http
+        app = build_app(self.metrics.routes(), self._api_for(service) if http.api else None)
+        server = HttpServer(http.host, http.port, app)
+        try:
+            server.start()
+        except OSError as exc:
+            log.error(
+                "cannot serve HTTP on %s:%d: %s (set http.port to a free port, or http.enabled: false)",
+                http.host,
+                http.port,
+                exc,
+            )
+            return
+        self.server = server
+        log.info("metrics on %s/metrics (also /healthz, /readyz)", server.base_url)
+        if http.api:
+            tokens = "bearer token required" if http.api_tokens else "no token required"
+            log.info("job API and web page on %s/ (%s)", server.base_url, tokens)
+
+    def _api_for(self, service: Service) -> Callable[[FastAPI], None]:
+        from .api.app import ApiContext, add_api
+
+        context = ApiContext(
+            config=lambda: service.config,
+            store=service.store,
+            control=service,
+            main_loop_ok=lambda: self.metrics.healthz().status == 200,
+            engine_ready=lambda: self.metrics.readyz().status == 200,
+        )
+        return lambda app: add_api(app, context)
+
+    def on_stop(self, service: Service) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None

@@ -1,4 +1,4 @@
-"""Prometheus metrics, /healthz and /readyz: one hook (see hooks.py) that owns the HTTP server.
+"""Prometheus metrics, /healthz and /readyz: one hook (see hooks.py); http.py serves them.
 
 Counters and histograms move on the hook calls (jobs, pages, retention); gauges are sampled from the
 service in `on_tick`, at most once a second. Labels carry only small fixed sets (outcome, profile,
@@ -33,7 +33,7 @@ from prometheus_client import (
 from . import __version__
 from .config import Config
 from .hooks import Hooks
-from .http import HttpServer, Response, text
+from .http import Response, text
 from .retention import REASONS
 from .spool.model import JobMeta, Status
 
@@ -228,7 +228,6 @@ class MetricsHooks(Hooks):
         self.metrics = Metrics()
         self.metrics.add_profiles(profile_names(config))
         self.set_limits(config)
-        self.server: HttpServer | None = None
         self._service: Service | None = None
         self._engines: list[tuple[str, Engine]] = []  # snapshot for the HTTP threads
         self._last_tick: float | None = None
@@ -240,7 +239,6 @@ class MetricsHooks(Hooks):
         self._last_tick = self.clock()
         self.metrics.add_engines(sorted({engine.name for engine in service.engines().values()}))
         self.refresh(service)
-        self.start_server()
 
     def on_tick(self, service: Service) -> None:
         now = self.clock()
@@ -287,11 +285,6 @@ class MetricsHooks(Hooks):
         self.metrics.retention_deletions.labels(reason=reason).inc()
         self.metrics.retention_deleted_bytes.labels(reason=reason).inc(max(0, size_bytes))
 
-    def on_stop(self, service: Service) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-
     # -- sampling ------------------------------------------------------------------------------------
     def refresh(self, service: Service) -> None:
         """Sample the gauges from the service (cheap: counters in memory, no I/O but engine health)."""
@@ -329,22 +322,6 @@ class MetricsHooks(Hooks):
         return active.job.engine if active is not None else "unknown"
 
     # -- HTTP (server threads) -----------------------------------------------------------------------
-    def start_server(self) -> None:
-        http = self.config.http
-        server = HttpServer(http.host, http.port, self.routes())
-        try:
-            server.start()
-        except OSError as exc:
-            log.error(
-                "cannot serve metrics on %s:%d: %s (set http.port to a free port, or http.enabled: false)",
-                http.host,
-                http.port,
-                exc,
-            )
-            return
-        self.server = server
-        log.info("metrics on %s/metrics (also /healthz, /readyz)", server.base_url)
-
     def routes(self) -> dict[str, Callable[[], Response]]:
         return {"/metrics": self.metrics_page, "/healthz": self.healthz, "/readyz": self.readyz}
 
@@ -369,5 +346,5 @@ class MetricsHooks(Hooks):
 
 
 def make_hooks(config: Config) -> Hooks:
-    """The metrics hook with its HTTP server, or a no-op when http.enabled is false."""
+    """The metrics hook, or a no-op when http.enabled is false (nothing would serve the figures)."""
     return MetricsHooks(config) if config.http.enabled else Hooks()

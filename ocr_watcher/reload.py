@@ -18,7 +18,10 @@ RESTART_ONLY = (
     "pipeline.work_dir",
     "tesseract",
     "jobs.fsync",
-    "http",
+    "http.enabled",
+    "http.host",
+    "http.port",
+    "http.api",
 )
 
 

@@ -17,21 +17,24 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .config import Config, ConfigError, ProfileConfig, load_config
 from .engines.base import Engine, EngineUnavailable
 from .engines.registry import build_engine, build_managed_server, resolve_engine_name
 from .hooks import HookList
 from .intake.intake import Intake
+from .intake.sniff import Sniff
 from .notify import NotifyHooks
 from .pipeline.assemble import assemble_result
 from .pipeline.runner import Event, Opened, PageDone, PageFailed, Pipeline, PipelineSettings
 from .pipeline.scheduler import PageScheduler, RunningJob
 from .reload import FIXED_KEYS, changed_keys, keep_restart_only, one_line
-from .spool.claim import Claimer
+from .spool.claim import Claimer, ClaimRequest
 from .spool.layout import CANCEL, RETRY
 from .spool.model import RETRYABLE, TERMINAL, JobError, JobMeta, Status, Worker, utc_now
 from .spool.store import JobStore
@@ -45,6 +48,11 @@ METADATA_FLUSH_SECONDS = 1.0
 
 
 WAKE: Any = object()  # put on the event queue to end the main loop's wait early
+T = TypeVar("T")
+
+
+class NotServing(Exception):
+    """The daemon is stopping (or stopped) and takes no more requests."""
 
 
 def engine_key(name: str, profile: ProfileConfig) -> tuple:
@@ -101,6 +109,9 @@ class Service:
         self._last_flush = 0.0
         self._last_outbox_scan = 0.0
         self._last_rescan = time.monotonic()
+        self.last_tick: float | None = None  # monotonic; read by other threads to judge liveness
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
+        self._serving_calls = True
         self.pipeline = self._build_pipeline()
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -246,6 +257,8 @@ class Service:
         if now - self._last_rescan >= self.config.intake.rescan_interval_seconds:
             self.intake.forget_reports()
             self._last_rescan = now
+        self._run_calls()
+        self.last_tick = time.monotonic()
         self.hooks.on_tick(self)
         if self._reload_requested:  # after the hooks, so that they see it begin (RELOADING=1)
             self._reload()
@@ -272,6 +285,8 @@ class Service:
         finished pages are on disk), record every job's state, release the worker lock."""
         grace = self.config.pipeline.shutdown_grace_seconds
         log.info("stopping: no new claims; finishing %d pages in flight (up to %g s)", self.pipeline.busy, grace)
+        self._serving_calls = False
+        self._run_calls()  # requests that arrived before the stop: answered (with NotServing)
         self.hooks.on_stop(self)
         self.intake.stop_watching()
         self.pipeline.stop(grace)
@@ -305,24 +320,82 @@ class Service:
         waiting = sum(1 for a in self.active.values() if a.meta.status is Status.QUEUED)
         for request in self.intake.take(self.config.intake.max_queued_jobs - waiting):
             try:
-                job_id = self.claimer.claim(request)
+                self._claim(request)
             except OSError as exc:
                 self.hooks.on_storage_error("claim", str(exc))
                 log.error("cannot claim %s: %s (recovery finishes the claim later)", request.inbox_path, exc)
-                continue
             except Exception:
                 log.exception("internal error while claiming %s; recovery will finish it", request.inbox_path)
+
+    def _claim(self, request: ClaimRequest) -> str | None:
+        """Claim one file into a job and start on it; None when another daemon (or a person) took
+        the file first. The one code path for inbox files and HTTP uploads alike."""
+        job_id = self.claimer.claim(request)
+        if job_id is None:
+            return None
+        meta = self.store.try_load(job_id)
+        if meta is None:
+            return job_id
+        self.hooks.on_job_status(meta, None)
+        if meta.status is Status.QUEUED:
+            self._activate(meta)
+        else:
+            self._note_terminal(meta)
+        return job_id
+
+    # -- requests from other threads (the HTTP API) ------------------------------------------------
+    def call(self, fn: Callable[[], T], timeout: float = 60.0) -> T:
+        """Run `fn` on the main thread, where job state may change, and return its result (or raise
+        its exception). For other threads; waits at most `timeout` seconds."""
+        if not self._serving_calls:
+            raise NotServing("the daemon is stopping")
+        future: Future = Future()
+        self._calls.put((fn, future))
+        self.events.put(WAKE)
+        return future.result(timeout)
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                fn, future = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            if not self._serving_calls:
+                future.set_exception(NotServing("the daemon is stopping"))
                 continue
-            if job_id is None:
-                continue  # another daemon took it, or it was removed
-            meta = self.store.try_load(job_id)
-            if meta is None:
-                continue
-            self.hooks.on_job_status(meta, None)
-            if meta.status is Status.QUEUED:
-                self._activate(meta)
-            else:
-                self._note_terminal(meta)
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the caller, who reports it
+                future.set_exception(exc)
+
+    def claim_upload(self, inbox_path: str, filename: str, profile: str, sniff: Sniff) -> str:
+        """Main thread (via `call`): an uploaded file, already in the inbox's hidden upload area,
+        becomes a job exactly as a dropped file would."""
+        request = ClaimRequest(
+            inbox_path=inbox_path,
+            profile=profile,
+            priority=self.config.profile(profile).priority,
+            kind=sniff.kind,
+            input_suffix=sniff.suffix,
+            engine=self._engine_name_for_profile(profile),
+            source_name=filename,
+            origin="http",
+        )
+        job_id = self._claim(request)
+        if job_id is None:
+            raise FileNotFoundError(f"the uploaded file {inbox_path} disappeared before it was claimed")
+        return job_id
+
+    def cancel_now(self, job_id: str) -> None:
+        """Main thread (via `call`): act on a CANCEL file at once when the job is ours; a job another
+        daemon runs is cancelled by that daemon when it sees the file."""
+        active = self.active.get(job_id)
+        if active is not None:
+            self._check_control(job_id, active)
+
+    def retry_now(self, job_id: str) -> None:
+        """Main thread (via `call`): act on a RETRY file at once."""
+        self._retry(job_id)
 
     # -- job lifecycle ---------------------------------------------------------------------------
     def _activate(self, meta: JobMeta) -> None:
@@ -527,13 +600,16 @@ class Service:
 
     def _check_controls(self) -> None:
         for job_id, active in list(self.active.items()):
-            paths = self.store.paths(job_id)
-            if not paths.dir.exists():
-                self._forget(job_id, "its folder was deleted (treated as cancel)")
-            elif paths.cancel.exists() and not active.meta.status.terminal:
-                error = JobError(type="cancelled", message="cancelled by a CANCEL file")
-                self._finish(active, Status.CANCELLED, error)
-                self.store.clear_control(job_id, CANCEL)
+            self._check_control(job_id, active)
+
+    def _check_control(self, job_id: str, active: _Active) -> None:
+        paths = self.store.paths(job_id)
+        if not paths.dir.exists():
+            self._forget(job_id, "its folder was deleted (treated as cancel)")
+        elif paths.cancel.exists() and not active.meta.status.terminal:
+            error = JobError(type="cancelled", message="cancelled by a CANCEL file")
+            self._finish(active, Status.CANCELLED, error)
+            self.store.clear_control(job_id, CANCEL)
 
     def _retry(self, job_id: str) -> None:
         meta = self.store.try_load(job_id)

@@ -5,8 +5,15 @@ from __future__ import annotations
 from . import metrics, notify, retention
 from .config import Config
 from .hooks import HookList
+from .http import HttpHooks
 
 
 def build_hooks(config: Config) -> HookList:
-    """Retention first (it measures the outbox the metrics report), then metrics, then systemd."""
-    return HookList([retention.make_hooks(config), metrics.make_hooks(config), notify.make_hooks(config)])
+    """Retention first (it measures the outbox the metrics report), then metrics and the HTTP server
+    that serves them (with the job API), then systemd."""
+    measure = metrics.make_hooks(config)
+    hooks = HookList([retention.make_hooks(config), measure])
+    if isinstance(measure, metrics.MetricsHooks):
+        hooks.add(HttpHooks(config, measure))
+    hooks.add(notify.make_hooks(config))
+    return hooks

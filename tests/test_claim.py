@@ -125,6 +125,7 @@ def test_claim_moves_the_file_into_a_job_folder_with_metadata(inbox, store):
         "inbox_path": "urgent/My Report.pdf",
         "size": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
+        "origin": "inbox",
     }
     assert (meta["profile"], meta["priority"], meta["kind"]) == ("urgent", 5, "pdf")
     assert meta["engine"]["kind"] == "text"

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ocr_watcher.config import load_config
 from ocr_watcher.hooks import HookList, Hooks
+from ocr_watcher.http import HttpHooks
 from ocr_watcher.metrics import (
     MetricsHooks,
     job_duration_seconds,
@@ -300,15 +301,16 @@ def test_server_binds_loopback_and_healthz_follows_the_main_loop(tmp_path: Path)
     assert config.http.host == "127.0.0.1"
     now = [1000.0]
     hooks = MetricsHooks(config, clock=lambda: now[0])
-    service = Service(config, hooks=HookList([hooks]))
+    http = HttpHooks(config, hooks)
+    service = Service(config, hooks=HookList([hooks, http]))
     service.start()
     try:
         service._tick()
-        assert hooks.server is not None
-        host, port = hooks.server.address
+        assert http.server is not None
+        host, port = http.server.address
         assert host == "127.0.0.1"
         assert listening_addresses(port) == {"127.0.0.1"}
-        base = hooks.server.base_url
+        base = http.server.base_url
         assert http_get(base + "/healthz")[0] == 200
         assert http_get(base + "/readyz") == (200, "text/plain; charset=utf-8", "ready: text\n")
         now[0] += 60  # the loop has not ticked for a minute (the clock moved; no tick ran)
@@ -334,7 +336,7 @@ def test_server_binds_loopback_and_healthz_follows_the_main_loop(tmp_path: Path)
         assert value(parsed, "ocr_watcher_jobs_limit") == 5
     finally:
         service.shutdown()
-    assert hooks.server is None
+    assert http.server is None
     assert listening_addresses(port) == set()  # stopped with the daemon
 
 

@@ -103,8 +103,9 @@ def _safe_suffix(suffix: str) -> str:
     return suffix if suffix[1:].isalnum() and len(suffix) <= 10 else ""
 
 
-def sniff_file(path: Path) -> Sniff:
+def sniff_file(path: Path, name: str | None = None) -> Sniff:
     """Open (which on NFS also revalidates the cache: close-to-open) and read head and tail.
+    `name`: the name to judge the file by, when its path does not carry it (an upload).
 
     O_NONBLOCK so that a FIFO that slipped through can never block the daemon.
     """
@@ -119,4 +120,4 @@ def sniff_file(path: Path) -> Sniff:
         tail = os.pread(fd, TAIL_BYTES, tail_start) if size > HEAD_BYTES else head
     finally:
         os.close(fd)
-    return classify(head, tail, size, path.name)
+    return classify(head, tail, size, name or path.name)

@@ -48,6 +48,8 @@ class ClaimRequest:
     input_suffix: str  # ".pdf", ".png", ... (the input file in the job folder is input<suffix>)
     engine: str
     failure: JobError | None = None  # set: the job is created failed, with this error
+    source_name: str | None = None  # the file's own name when the inbox path does not carry it (uploads)
+    origin: str = "inbox"  # "inbox" or "http"
 
 
 @dataclass
@@ -74,7 +76,7 @@ class Claimer:
     def claim(self, request: ClaimRequest, now: datetime | None = None) -> str | None:
         """Claim one inbox file; the new job id, or None when another daemon (or a person) was first."""
         now = now or utc_now()
-        name = Path(request.inbox_path).name
+        name = request.source_name or Path(request.inbox_path).name
         job_id = new_job_id(name, now)
         claim_dir = self.inbox.claims / job_id
         fields = asdict(request)
@@ -233,7 +235,13 @@ def _initial_metadata(
     now = utc_now()
     meta = JobMeta(
         job_id=record.job_id,
-        source=Source(name=Path(request.inbox_path).name, inbox_path=request.inbox_path, size=size, sha256=digest),
+        source=Source(
+            name=request.source_name or Path(request.inbox_path).name,
+            inbox_path=request.inbox_path,
+            size=size,
+            sha256=digest,
+            origin=request.origin,
+        ),
         input_file=input_file,
         kind=request.kind,
         profile=request.profile,

@@ -100,3 +100,8 @@ class InboxLayout:
     def claims(self) -> Path:
         """The hidden claim area: on the inbox's own filesystem, so the claim is one rename."""
         return self.root / INTERNAL_DIR / "claims"
+
+    @property
+    def uploads(self) -> Path:
+        """HTTP uploads are written here, then claimed from here like any inbox file."""
+        return self.root / INTERNAL_DIR / "uploads"

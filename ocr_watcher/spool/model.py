@@ -66,6 +66,7 @@ class Source(_Model):
     inbox_path: str
     size: int
     sha256: str | None = None
+    origin: str = "inbox"  # "inbox": dropped into the inbox; "http": uploaded through the job API
 
 
 class Progress(_Model):

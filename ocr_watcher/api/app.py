@@ -1,0 +1,385 @@
+"""The job API and the web page: an HTTP front door onto the same job store as the folders.
+
+No second queue and no second state: every answer is read from the job folders, an upload is
+claimed through the same code path as an inbox file, and cancel and retry write the same CANCEL and
+RETRY files a person would (then ask the main loop to act on them at once). Paths and fields follow
+the synchronous OCR server this service replaces, so its clients keep working.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from ..config import Config
+from ..intake.sniff import Sniff, Verdict, sniff_file
+from ..spool.ids import is_job_id
+from ..spool.layout import CANCEL, INTERNAL_DIR, RETRY, InboxLayout
+from ..spool.model import RETRYABLE, Status
+from ..spool.store import JobStore
+from .index import JobIndex
+from .render import CONTENT_SECURITY_POLICY, result_html
+from .upload import UploadError, receive_upload
+from .views import (
+    STATUSES,
+    CreatedJob,
+    Health,
+    JobPage,
+    JobView,
+    Problem,
+    count_by_status,
+    job_view,
+    parse_statuses,
+    select_page,
+)
+
+log = logging.getLogger("ocr_watcher.api")
+MAX_PAGE_SIZE = 500
+_FIGURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+class JobControl(Protocol):
+    """What the API asks of the running daemon (the Service): the rest it reads from the folders."""
+
+    worker_id: str
+
+    def call(self, fn: Callable[[], Any], timeout: float = 60.0) -> Any: ...
+
+    def claim_upload(self, inbox_path: str, filename: str, profile: str, sniff: Sniff) -> str: ...
+
+    def cancel_now(self, job_id: str) -> None: ...
+
+    def retry_now(self, job_id: str) -> None: ...
+
+
+@dataclass
+class ApiContext:
+    config: Callable[[], Config]  # the running configuration (a reload may change tokens and limits)
+    store: JobStore
+    control: JobControl
+    main_loop_ok: Callable[[], bool]
+    engine_ready: Callable[[], bool]
+
+    def __post_init__(self) -> None:
+        self.index = JobIndex(self.store)
+        self.uploads = InboxLayout(self.config().inbox).uploads
+
+
+def _json(body: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=_NO_STORE)
+
+
+# -- reading job folders ------------------------------------------------------------------------------
+def read_metadata(store: JobStore, job_id: str) -> dict[str, Any]:
+    """metadata.json as a dict; 404 for an id that is not a job here (never a path outside the outbox)."""
+    if not is_job_id(job_id):
+        raise HTTPException(404, f"{job_id!r} is not a job id")
+    try:
+        doc = json.loads(store.paths(job_id).metadata.read_bytes())
+    except FileNotFoundError:
+        raise HTTPException(404, f"no job {job_id}") from None
+    except (OSError, ValueError) as exc:
+        raise HTTPException(500, f"the metadata.json of job {job_id} cannot be read: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("job_id") != job_id or doc.get("status") not in STATUSES:
+        raise HTTPException(500, f"the metadata.json of job {job_id} is not a job's metadata")
+    return doc
+
+
+def _require_completed(doc: dict[str, Any], what: str) -> None:
+    if doc["status"] != Status.COMPLETED.value:
+        done = doc.get("progress", {}).get("pages_done", 0)
+        total = doc.get("progress", {}).get("pages_total")
+        raise HTTPException(
+            409, f"{what} is not available: the job is {doc['status']} ({done} of {total or '?'} pages done)"
+        )
+
+
+# -- the API --------------------------------------------------------------------------------------
+def _auth(ctx: ApiContext) -> Callable[[Request], None]:
+    def check(request: Request) -> None:
+        tokens = ctx.config().http.api_tokens
+        if not tokens:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and given:
+            offered = given.strip().encode()
+            # Compare against every token (constant time each), so timing tells nothing about which.
+            if sum(hmac.compare_digest(offered, t.get_secret_value().encode()) for t in tokens):
+                return
+        raise HTTPException(
+            401, "a valid bearer token is needed (Authorization: Bearer TOKEN)", {"WWW-Authenticate": "Bearer"}
+        )
+
+    return check
+
+
+JobId = Annotated[str, PathParam(description="A job id, as returned by POST /jobs/create or listed by GET /jobs.")]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "No or a wrong bearer token (only when tokens are configured)."},
+    404: {"model": Problem, "description": "No such job."},
+}
+
+
+def job_router(ctx: ApiContext) -> APIRouter:
+    store = ctx.store
+    router = APIRouter(dependencies=[Depends(_auth(ctx))], responses=_ERRORS, tags=["jobs"])
+
+    @router.post(
+        "/jobs/create",
+        response_model=CreatedJob,
+        summary="Upload a PDF or image; answers at once with the job id",
+        responses={
+            400: {
+                "model": Problem,
+                "description": "No file, a malformed body, a truncated file or an unknown profile.",
+            },
+            413: {"model": Problem, "description": "Larger than http.max_upload_mb."},
+            415: {"model": Problem, "description": "Not multipart/form-data, or not a PDF or image."},
+            503: {"model": Problem, "description": "The daemon is stopping or cannot write to the inbox."},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["file"],
+                            "properties": {
+                                "file": {"type": "string", "format": "binary"},
+                                "profile": {"type": "string", "description": "A profile from the config."},
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def create_job(request: Request) -> JSONResponse:
+        return await _create_job(ctx, request)
+
+    @router.get("/jobs", response_model=JobPage, summary="All jobs, newest first")
+    def list_jobs(
+        status: Annotated[
+            list[str] | None,
+            Query(description=f"Only these statuses ({', '.join(STATUSES)}); repeat or comma-separate."),
+        ] = None,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+    ) -> JSONResponse:
+        try:
+            wanted = parse_statuses(status or [])
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        ids, total = select_page(ctx.index.newest_first(), wanted, offset, limit)
+        jobs = []
+        for job_id in ids:
+            try:
+                jobs.append(job_view(read_metadata(store, job_id)))
+            except HTTPException:
+                continue  # deleted since the index was refreshed
+        return _json({"jobs": jobs, "total": total, "offset": offset, "limit": limit})
+
+    @router.get("/jobs/{job_id}", response_model=JobView, summary="Status and progress")
+    async def get_job(job_id: JobId) -> JSONResponse:
+        # async and a direct read: one small file from the page cache is quicker than a thread hop.
+        return _json(job_view(read_metadata(store, job_id)))
+
+    @router.get(
+        "/jobs/{job_id}/download",
+        summary="result.md, once completed",
+        response_class=PlainTextResponse,
+        responses={409: {"model": Problem, "description": "Not completed (yet)."}},
+    )
+    def download(job_id: JobId) -> Response:
+        doc = read_metadata(store, job_id)
+        _require_completed(doc, "result.md")
+        name = Path(doc.get("source", {}).get("name") or job_id).stem + ".md"
+        return FileResponse(
+            store.paths(job_id).result_md, media_type="text/markdown; charset=utf-8", filename=name, headers=_NO_STORE
+        )
+
+    @router.get(
+        "/jobs/{job_id}/pages/{page}",
+        summary="One page's Markdown, as soon as that page is done",
+        response_class=PlainTextResponse,
+        responses={409: {"model": Problem, "description": "The page is not done yet; ask again later."}},
+    )
+    def get_page(job_id: JobId, page: Annotated[int, PathParam(ge=1, le=100_000)]) -> Response:
+        doc = read_metadata(store, job_id)
+        markdown = store.read_page(job_id, page)
+        if markdown is not None:
+            return Response(markdown, media_type="text/markdown; charset=utf-8", headers=_NO_STORE)
+        total = doc.get("progress", {}).get("pages_total")
+        if isinstance(total, int) and page > total:
+            raise HTTPException(404, f"job {job_id} has {total} pages")
+        if doc["status"] in {s.value for s in RETRYABLE} or doc["status"] == Status.COMPLETED.value:
+            raise HTTPException(404, f"page {page} of job {job_id} has no result (the job is {doc['status']})")
+        raise HTTPException(409, f"page {page} is not done yet (the job is {doc['status']})")
+
+    @router.get(
+        "/jobs/{job_id}/metadata",
+        summary="result_metadata.json: per-page figures and warnings, once completed",
+        responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}, 409: {"model": Problem}},
+    )
+    def get_result_metadata(job_id: JobId) -> Response:
+        _require_completed(read_metadata(store, job_id), "result_metadata.json")
+        return FileResponse(store.paths(job_id).result_metadata, media_type="application/json", headers=_NO_STORE)
+
+    @router.get(
+        "/jobs/{job_id}/images/{name}",
+        summary="A figure cropped from a page (linked from result.md as images/NAME)",
+        responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}},
+    )
+    def get_image(job_id: JobId, name: str) -> Response:
+        read_metadata(store, job_id)
+        path = store.paths(job_id).images / name
+        if not _FIGURE_NAME.match(name) or not path.is_file():
+            raise HTTPException(404, f"job {job_id} has no figure {name!r}")
+        return FileResponse(path, headers=_NO_STORE)
+
+    @router.get(
+        "/jobs/{job_id}/result.html",
+        summary="result.md rendered as an HTML document (figures inlined), for the web page",
+        response_class=HTMLResponse,
+        responses={409: {"model": Problem}},
+    )
+    def get_result_html(job_id: JobId) -> Response:
+        doc = read_metadata(store, job_id)
+        _require_completed(doc, "the result")
+        paths = store.paths(job_id)
+        try:
+            markdown = paths.result_md.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise HTTPException(404, f"job {job_id} has no result.md") from None
+        page = result_html(markdown, paths.dir, doc.get("source", {}).get("name") or job_id)
+        headers = {**_NO_STORE, "Content-Security-Policy": CONTENT_SECURITY_POLICY}
+        return HTMLResponse(page, headers=headers)
+
+    @router.delete(
+        "/jobs/{job_id}",
+        response_model=JobView,
+        summary="Cancel a job (as a CANCEL file would)",
+        responses={409: {"model": Problem, "description": "The job has already completed."}},
+    )
+    def cancel(job_id: JobId) -> JSONResponse:
+        doc = read_metadata(store, job_id)
+        if doc["status"] == Status.COMPLETED.value:
+            raise HTTPException(409, f"job {job_id} has already completed")
+        if doc["status"] in {Status.QUEUED.value, Status.PROCESSING.value}:
+            _control(ctx, job_id, CANCEL, lambda: ctx.control.cancel_now(job_id))
+        return _json(job_view(read_metadata(store, job_id)))
+
+    @router.post(
+        "/jobs/{job_id}/retry",
+        response_model=JobView,
+        summary="Queue a failed or cancelled job again (as a RETRY file would)",
+        responses={409: {"model": Problem, "description": "The job is not failed or cancelled."}},
+    )
+    def retry(job_id: JobId) -> JSONResponse:
+        doc = read_metadata(store, job_id)
+        if doc["status"] not in {s.value for s in RETRYABLE}:
+            raise HTTPException(409, f"only failed or cancelled jobs can be retried; job {job_id} is {doc['status']}")
+        _control(ctx, job_id, RETRY, lambda: ctx.control.retry_now(job_id))
+        return _json(job_view(read_metadata(store, job_id)))
+
+    return router
+
+
+def _control(ctx: ApiContext, job_id: str, control: str, act: Callable[[], None]) -> None:
+    """Write the control file (so any daemon that owns the job acts on it), then have ours act now."""
+    try:
+        ctx.store.request(job_id, control)
+    except FileNotFoundError:
+        raise HTTPException(404, f"no job {job_id}") from None
+    try:
+        ctx.control.call(act, timeout=30)
+    except Exception as exc:  # the file is written; the owner will still see it
+        log.warning("%s: %s written, but the main loop did not act on it at once: %s", job_id, control, exc)
+
+
+async def _create_job(ctx: ApiContext, request: Request) -> JSONResponse:
+    config = ctx.config()
+    limit = int(config.http.max_upload_mb * 2**20)
+    ctx.uploads.mkdir(parents=True, exist_ok=True)
+    part = ctx.uploads / f"{secrets.token_hex(8)}.part"
+    length = request.headers.get("content-length")
+    try:
+        try:
+            received = await receive_upload(
+                request.stream(),
+                request.headers.get("content-type"),
+                int(length) if length and length.isdigit() else None,
+                part,
+                limit,
+            )
+        except UploadError as exc:
+            raise HTTPException(exc.status, exc.message) from None
+        except OSError as exc:
+            raise HTTPException(503, f"cannot write the upload into the inbox: {exc.strerror or exc}") from None
+        profile = received.fields.get("profile") or "default"
+        if profile != "default" and profile not in config.profiles:
+            known = ", ".join(["default", *sorted(config.profiles)])
+            raise HTTPException(400, f"unknown profile {profile!r}; the config has: {known}")
+        sniff = await run_in_threadpool(sniff_file, part, Path(received.filename or "upload").name)
+        if sniff.verdict is Verdict.REJECT:
+            raise HTTPException(415, sniff.message or "not a PDF or an image")
+        if sniff.verdict is Verdict.INCOMPLETE:
+            raise HTTPException(400, sniff.message or "the file is incomplete")
+        filename = Path(received.filename or "").name or f"upload{sniff.suffix}"
+        rel = f"{INTERNAL_DIR}/{ctx.uploads.name}/{part.name}"
+        try:
+            job_id = await run_in_threadpool(
+                ctx.control.call, lambda: ctx.control.claim_upload(rel, filename, profile, sniff)
+            )
+        except OSError as exc:
+            raise HTTPException(503, f"cannot create the job: {exc.strerror or exc}") from None
+        except Exception as exc:  # NotServing, a timeout
+            raise HTTPException(503, f"cannot create the job now: {exc}") from None
+    finally:
+        part.unlink(missing_ok=True)  # claimed: already renamed away; otherwise nothing is kept
+    log.info("%s: uploaded over HTTP as %r (%d bytes)", job_id, filename, received.size)
+    return _json({"job_id": job_id, "status": Status.QUEUED.value})
+
+
+# -- the app --------------------------------------------------------------------------------------
+def web_page() -> str:
+    return resources.files(__package__).joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+def add_api(app: FastAPI, ctx: ApiContext) -> None:
+    """Mount the job API, /health and the web page on `app`."""
+    app.include_router(job_router(ctx))
+    page = web_page()
+
+    @app.get("/health", response_model=Health, tags=["service"], summary="Health, with job counts by status")
+    def health() -> JSONResponse:
+        loop_ok, engine_ok = ctx.main_loop_ok(), ctx.engine_ready()
+        counts = count_by_status(status for _, status in ctx.index.newest_first())
+        body = {
+            "status": "ok" if loop_ok and engine_ok else "degraded",
+            "worker_id": ctx.control.worker_id,
+            "main_loop_ok": loop_ok,
+            "engine_ready": engine_ok,
+            "jobs": counts,
+        }
+        return _json(body)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        # The page holds no data (it asks the API, with the token), so it is served to anyone.
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,134 @@
+"""What the API answers, as models (they are also its OpenAPI description) and pure functions over
+metadata.json's contents. No I/O here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from ..spool.model import Status
+
+STATUSES = [status.value for status in Status]
+
+
+class ProgressView(BaseModel):
+    pages_total: int | None = Field(None, description="Known once the document has been opened.")
+    pages_done: int = 0
+    pages_failed: int = 0
+    percent: float = 0.0
+
+
+class ErrorView(BaseModel):
+    type: str
+    message: str
+
+
+class JobView(BaseModel):
+    job_id: str
+    status: Status
+    filename: str = Field(description="The name the file had when it was dropped or uploaded.")
+    profile: str
+    progress: ProgressView
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    updated_at: str | None = None
+    attempts: int = 1
+    error: ErrorView | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+
+class CreatedJob(BaseModel):
+    job_id: str
+    status: Status
+
+
+class JobPage(BaseModel):
+    jobs: list[JobView]
+    total: int = Field(description="Jobs matching the filter, all pages together.")
+    offset: int
+    limit: int
+
+
+class Health(BaseModel):
+    status: str = Field(description="ok, or degraded when the main loop is stalled or the engine is not ready.")
+    worker_id: str
+    main_loop_ok: bool
+    engine_ready: bool
+    jobs: dict[str, int] = Field(description="Job folders in the outbox by status.")
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def job_view(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The JobView of a metadata.json document (already checked to be one), as plain JSON."""
+    progress = meta.get("progress") if isinstance(meta.get("progress"), Mapping) else {}
+    source = meta.get("source") if isinstance(meta.get("source"), Mapping) else {}
+    error = meta.get("error")
+    total = progress.get("pages_total")
+    percent = progress.get("percent")
+    return {
+        "job_id": meta["job_id"],
+        "status": meta["status"],
+        "filename": _text(source.get("name")) or "",
+        "profile": _text(meta.get("profile")) or "default",
+        "progress": {
+            "pages_total": total if isinstance(total, int) else None,
+            "pages_done": _int(progress.get("pages_done")),
+            "pages_failed": _int(progress.get("pages_failed")),
+            "percent": float(percent) if isinstance(percent, (int, float)) else 0.0,
+        },
+        "created_at": _text(meta.get("created_at")),
+        "started_at": _text(meta.get("started_at")),
+        "finished_at": _text(meta.get("finished_at")),
+        "updated_at": _text(meta.get("updated_at")),
+        "attempts": _int(meta.get("attempts"), 1),
+        "error": (
+            {"type": str(error.get("type")), "message": str(error.get("message"))}
+            if isinstance(error, Mapping)
+            else None
+        ),
+        "warnings": [w for w in meta.get("warnings") or [] if isinstance(w, str)],
+    }
+
+
+def parse_statuses(raw: Iterable[str]) -> set[str]:
+    """`?status=queued&status=processing` or `?status=queued,processing`; ValueError names a bad one."""
+    wanted: set[str] = set()
+    for value in raw:
+        for name in value.split(","):
+            name = name.strip().lower()
+            if not name:
+                continue
+            if name not in STATUSES:
+                raise ValueError(f"unknown status {name!r}; use one of {', '.join(STATUSES)}")
+            wanted.add(name)
+    return wanted
+
+
+def select_page(
+    newest_first: Sequence[tuple[str, str]], statuses: set[str], offset: int, limit: int
+) -> tuple[list[str], int]:
+    """From (job_id, status) pairs, newest first: the ids on the requested page, and how many match."""
+    matching = [job_id for job_id, status in newest_first if not statuses or status in statuses]
+    return matching[offset : offset + limit], len(matching)
+
+
+def count_by_status(statuses: Iterable[str]) -> dict[str, int]:
+    counts = dict.fromkeys(STATUSES, 0)
+    for status in statuses:
+        if status in counts:
+            counts[status] += 1
+    return counts
