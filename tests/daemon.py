@@ -148,6 +148,18 @@ class Daemon:
             cwd=REPO,
         )
 
+    @property
+    def http_url(self) -> str:
+        """The base URL of this daemon's HTTP server (it listens on a free port: read from its log)."""
+        found: list[str] = []
+
+        def logged() -> bool:
+            found[:] = re.findall(r"metrics on (http://\S+)/metrics", self.log_since_launch())
+            return bool(found)
+
+        self.wait_until(logged, 10, "the HTTP server's log line")
+        return found[-1]
+
     # -- reading the outbox ------------------------------------------------------------------------
     def jobs(self) -> list[dict[str, Any]]:
         out = []
