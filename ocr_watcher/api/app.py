@@ -32,7 +32,7 @@ from ..spool.model import RETRYABLE, Status
 from ..spool.store import JobStore
 from .index import JobIndex
 from .render import CONTENT_SECURITY_POLICY, result_html
-from .upload import UploadError, receive_upload
+from .upload import UploadError, receive_upload, sweep_stale_uploads
 from .views import (
     STATUSES,
     CreatedJob,
@@ -77,6 +77,8 @@ class ApiContext:
     def __post_init__(self) -> None:
         self.index = JobIndex(self.store)
         self.uploads = InboxLayout(self.config().inbox).uploads
+        if sweep_stale_uploads(self.uploads):
+            log.info("removed uploads that a crash interrupted (older than an hour) from %s", self.uploads)
 
 
 def _json(body: Any, status: int = 200) -> JSONResponse:

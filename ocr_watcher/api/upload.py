@@ -9,6 +9,7 @@ that is still sending would otherwise see a broken connection instead of the 413
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,3 +158,21 @@ async def _drain(body: AsyncIterator[bytes], already: int) -> None:
 
 def _too_large(limit: int) -> UploadError:
     return UploadError(413, f"the file is larger than the upload limit of {limit / 2**20:g} MiB (http.max_upload_mb)")
+
+
+def sweep_stale_uploads(folder: Path, max_age_seconds: float = 3600.0) -> int:
+    """Remove upload files a crash left behind. Another daemon on the same inbox may be receiving
+    one right now, so only files untouched for `max_age_seconds` go."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.name.endswith(".part") and time.time() - entry.stat().st_mtime > max_age_seconds:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            continue
+    return removed
