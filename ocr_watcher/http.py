@@ -194,6 +194,7 @@ class HttpHooks(Hooks):
             control=service,
             main_loop_ok=lambda: self.metrics.healthz().status == 200,
             engine_ready=lambda: self.metrics.readyz().status == 200,
+            on_upload=self.metrics.on_upload,
         )
         return lambda app: add_api(app, context)
 

@@ -109,6 +109,18 @@ def _engine_label(key: Any, engine: Engine) -> str:
 
 
 # -- the metrics -----------------------------------------------------------------------------------
+UPLOAD_OUTCOMES = ("accepted", "too_large", "rejected", "unavailable")
+
+
+def upload_outcome(status: int) -> str:
+    """The api_uploads_total label for the HTTP status POST /jobs/create answered with."""
+    if status == 200:
+        return "accepted"
+    if status == 413:
+        return "too_large"
+    return "unavailable" if status >= 500 else "rejected"
+
+
 class Metrics:
     """The metric objects, in their own registry (nothing global, so tests can make several)."""
 
@@ -190,6 +202,16 @@ class Metrics:
         self.retention_deleted_bytes = counter(
             "retention_deleted_bytes_total", "Bytes freed by retention, by the rule.", ("reason",)
         )
+        # The job API
+        self.uploads = counter(
+            "api_uploads_total",
+            "Uploads to POST /jobs/create: accepted, or refused as too_large, rejected (not a usable file) "
+            "or unavailable (stopping, inbox not writable).",
+            ("outcome",),
+        )
+        self.upload_bytes = counter("api_upload_bytes_total", "Bytes of accepted uploads.")
+        for outcome in UPLOAD_OUTCOMES:
+            self.uploads.labels(outcome=outcome)
         self.build_info.labels(version=__version__).set(1)
         self.last_success.set(0)
         self.outbox_bytes.set(math.nan)
@@ -322,6 +344,12 @@ class MetricsHooks(Hooks):
         return active.job.engine if active is not None else "unknown"
 
     # -- HTTP (server threads) -----------------------------------------------------------------------
+    def on_upload(self, status: int, size: int) -> None:
+        """An upload was answered (HTTP threads; prometheus_client's metrics are thread-safe)."""
+        self.metrics.uploads.labels(outcome=upload_outcome(status)).inc()
+        if status == 200:
+            self.metrics.upload_bytes.inc(size)
+
     def routes(self) -> dict[str, Callable[[], Response]]:
         return {"/metrics": self.metrics_page, "/healthz": self.healthz, "/readyz": self.readyz}
 

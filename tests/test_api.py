@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from .daemon import Daemon, drop
 from .pdfgen import cer, sample_lines, scanned_pdf, text_pdf
@@ -218,6 +219,13 @@ def test_bad_uploads_get_clear_errors(tmp_path: Path) -> None:
         assert requests.get(f"{base}/jobs").json()["total"] == 0
         job_id = create(base, small, data={"profile": "urgent"})
         assert requests.get(f"{base}/jobs/{job_id}").json()["profile"] == "urgent"
+        counted = {
+            sample.labels.get("outcome"): sample.value
+            for family in text_string_to_metric_families(requests.get(f"{base}/metrics").text)
+            if family.name == "ocr_watcher_api_uploads"
+            for sample in family.samples
+        }
+        assert counted == {"accepted": 1, "too_large": 1, "rejected": len(cases) - 1, "unavailable": 0}
         daemon.check_alive()
 
 

@@ -73,6 +73,7 @@ class ApiContext:
     control: JobControl
     main_loop_ok: Callable[[], bool]
     engine_ready: Callable[[], bool]
+    on_upload: Callable[[int, int], None] = lambda status, size: None  # (HTTP status, bytes): metrics
 
     def __post_init__(self) -> None:
         self.index = JobIndex(self.store)
@@ -172,7 +173,13 @@ def job_router(ctx: ApiContext) -> APIRouter:
         },
     )
     async def create_job(request: Request) -> JSONResponse:
-        return await _create_job(ctx, request)
+        try:
+            response, size = await _create_job(ctx, request)
+        except HTTPException as exc:
+            ctx.on_upload(exc.status_code, 0)
+            raise
+        ctx.on_upload(response.status_code, size)
+        return response
 
     @router.get("/jobs", response_model=JobPage, summary="All jobs, newest first")
     def list_jobs(
@@ -314,7 +321,7 @@ def _control(ctx: ApiContext, job_id: str, control: str, act: Callable[[], None]
         log.warning("%s: %s written, but the main loop did not act on it at once: %s", job_id, control, exc)
 
 
-async def _create_job(ctx: ApiContext, request: Request) -> JSONResponse:
+async def _create_job(ctx: ApiContext, request: Request) -> tuple[JSONResponse, int]:
     config = ctx.config()
     limit = int(config.http.max_upload_mb * 2**20)
     ctx.uploads.mkdir(parents=True, exist_ok=True)
@@ -355,7 +362,7 @@ async def _create_job(ctx: ApiContext, request: Request) -> JSONResponse:
     finally:
         part.unlink(missing_ok=True)  # claimed: already renamed away; otherwise nothing is kept
     log.info("%s: uploaded over HTTP as %r (%d bytes)", job_id, filename, received.size)
-    return _json({"job_id": job_id, "status": Status.QUEUED.value})
+    return _json({"job_id": job_id, "status": Status.QUEUED.value}), received.size
 
 
 # -- the app --------------------------------------------------------------------------------------
