@@ -104,7 +104,13 @@ def test_assemble_result_from_page_files(store):
     assert markdown.index("First") < markdown.index("Second") < markdown.index("Third")
     # And result_metadata.json sums it up
     assert result["job_id"] == JOB
-    assert result["source"] == {"name": "doc.pdf", "inbox_path": "urgent/doc.pdf", "size": 1234, "sha256": "ab" * 32}
+    assert result["source"] == {
+        "name": "doc.pdf",
+        "inbox_path": "urgent/doc.pdf",
+        "size": 1234,
+        "sha256": "ab" * 32,
+        "origin": "inbox",
+    }
     assert result["engine"] == "text"
     assert result["model"] is None
     assert (result["pages_total"], result["pages_done"], result["pages_failed"]) == (3, 3, 0)
