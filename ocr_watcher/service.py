@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import queue
@@ -121,7 +122,9 @@ class Service:
         # Named after the worker, not the process: a restart after kill -9 finds and clears what the
         # dead process had rendered (the worker lock says no live daemon of this id uses it).
         worker_name = re.sub(r"[^A-Za-z0-9._-]", "_", self.worker_id)
-        work_dir = (pipeline_config.work_dir or Path(tempfile.gettempdir())) / f"ocr-watcher-{worker_name}"
+        # The outbox's hash too: daemons of the same name on other outboxes (tests) must not share it.
+        outbox_tag = hashlib.sha256(str(self.config.outbox.resolve()).encode()).hexdigest()[:8]
+        work_dir = (pipeline_config.work_dir or Path(tempfile.gettempdir())) / f"ocr-watcher-{worker_name}-{outbox_tag}"
         settings = PipelineSettings(
             render_threads=workers,
             engine_threads=workers,
@@ -607,7 +610,7 @@ class Service:
         if not paths.dir.exists():
             self._forget(job_id, "its folder was deleted (treated as cancel)")
         elif paths.cancel.exists() and not active.meta.status.terminal:
-            error = JobError(type="cancelled", message="cancelled by a CANCEL file")
+            error = JobError(type="cancelled", message="cancelled on request (a CANCEL file, or DELETE /jobs/{id})")
             self._finish(active, Status.CANCELLED, error)
             self.store.clear_control(job_id, CANCEL)
 

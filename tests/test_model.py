@@ -183,7 +183,13 @@ def test_json_round_trip_is_lossless():
     data = json.loads(text)
     assert data["schema_version"] == SCHEMA_VERSION
     assert data["status"] == "failed"
-    assert data["source"] == {"name": "a.pdf", "inbox_path": "sub/a.pdf", "size": 123, "sha256": "0" * 64}
+    assert data["source"] == {
+        "name": "a.pdf",
+        "inbox_path": "sub/a.pdf",
+        "size": 123,
+        "sha256": "0" * 64,
+        "origin": "inbox",
+    }
     assert data["progress"] == {"pages_total": 5, "pages_done": 2, "pages_failed": 1, "percent": 60.0}
     assert data["error"] == {"type": "t", "message": "m"}
 

@@ -113,12 +113,14 @@ def _require_completed(doc: dict[str, Any], what: str) -> None:
 
 # -- the API --------------------------------------------------------------------------------------
 def _auth(ctx: ApiContext) -> Callable[[Request], None]:
+    # Read by hand rather than with FastAPI's HTTPBearer: that would describe every operation as
+    # needing a token, which is only true when tokens are configured (and a reload can change that).
     def check(request: Request) -> None:
         tokens = ctx.config().http.api_tokens
         if not tokens:
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and given:
+        if scheme.lower() == "bearer" and given.strip():
             offered = given.strip().encode()
             # Compare against every token (constant time each), so timing tells nothing about which.
             if sum(hmac.compare_digest(offered, t.get_secret_value().encode()) for t in tokens):
@@ -131,10 +133,23 @@ def _auth(ctx: ApiContext) -> Callable[[Request], None]:
 
 
 JobId = Annotated[str, PathParam(description="A job id, as returned by POST /jobs/create or listed by GET /jobs.")]
+_PROBLEM_SCHEMA = Problem.model_json_schema()
+
+
+def _problem(description: str) -> dict[str, Any]:
+    """An error answer: always JSON {"detail": ...}, also on routes whose success is text. (FastAPI's
+    `"model"` form would document it in the route's own media type.)"""
+    return {"description": description, "content": {"application/json": {"schema": _PROBLEM_SCHEMA}}}
+
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "No or a wrong bearer token (only when tokens are configured)."},
-    404: {"model": Problem, "description": "No such job."},
+    401: _problem("No or a wrong bearer token (only when tokens are configured)."),
+    404: _problem("No such job."),
 }
+
+
+class MarkdownResponse(PlainTextResponse):
+    media_type = "text/markdown"
 
 
 def job_router(ctx: ApiContext) -> APIRouter:
@@ -146,13 +161,10 @@ def job_router(ctx: ApiContext) -> APIRouter:
         response_model=CreatedJob,
         summary="Upload a PDF or image; answers at once with the job id",
         responses={
-            400: {
-                "model": Problem,
-                "description": "No file, a malformed body, a truncated file or an unknown profile.",
-            },
-            413: {"model": Problem, "description": "Larger than http.max_upload_mb."},
-            415: {"model": Problem, "description": "Not multipart/form-data, or not a PDF or image."},
-            503: {"model": Problem, "description": "The daemon is stopping or cannot write to the inbox."},
+            400: _problem("No file, a malformed body, a truncated file or an unknown profile."),
+            413: _problem("Larger than http.max_upload_mb."),
+            415: _problem("Not multipart/form-data, or not a PDF or image."),
+            503: _problem("The daemon is stopping or cannot write to the inbox."),
         },
         openapi_extra={
             "requestBody": {
@@ -192,8 +204,9 @@ def job_router(ctx: ApiContext) -> APIRouter:
     ) -> JSONResponse:
         try:
             wanted = parse_statuses(status or [])
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from None
+        except ValueError as exc:  # in the shape of FastAPI's own validation errors, as documented
+            problem = {"loc": ["query", "status"], "msg": str(exc), "type": "value_error"}
+            raise HTTPException(422, [problem]) from None
         ids, total = select_page(ctx.index.newest_first(), wanted, offset, limit)
         jobs = []
         for job_id in ids:
@@ -211,8 +224,8 @@ def job_router(ctx: ApiContext) -> APIRouter:
     @router.get(
         "/jobs/{job_id}/download",
         summary="result.md, once completed",
-        response_class=PlainTextResponse,
-        responses={409: {"model": Problem, "description": "Not completed (yet)."}},
+        response_class=MarkdownResponse,
+        responses={409: _problem("Not completed (yet).")},
     )
     def download(job_id: JobId) -> Response:
         doc = read_metadata(store, job_id)
@@ -225,14 +238,14 @@ def job_router(ctx: ApiContext) -> APIRouter:
     @router.get(
         "/jobs/{job_id}/pages/{page}",
         summary="One page's Markdown, as soon as that page is done",
-        response_class=PlainTextResponse,
-        responses={409: {"model": Problem, "description": "The page is not done yet; ask again later."}},
+        response_class=MarkdownResponse,
+        responses={409: _problem("The page is not done yet; ask again later.")},
     )
     def get_page(job_id: JobId, page: Annotated[int, PathParam(ge=1, le=100_000)]) -> Response:
         doc = read_metadata(store, job_id)
         markdown = store.read_page(job_id, page)
         if markdown is not None:
-            return Response(markdown, media_type="text/markdown; charset=utf-8", headers=_NO_STORE)
+            return MarkdownResponse(markdown, headers=_NO_STORE)
         total = doc.get("progress", {}).get("pages_total")
         if isinstance(total, int) and page > total:
             raise HTTPException(404, f"job {job_id} has {total} pages")
@@ -243,7 +256,10 @@ def job_router(ctx: ApiContext) -> APIRouter:
     @router.get(
         "/jobs/{job_id}/metadata",
         summary="result_metadata.json: per-page figures and warnings, once completed",
-        responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}, 409: {"model": Problem}},
+        responses={
+            200: {"content": {"application/json": {"schema": {"type": "object"}}}},
+            409: _problem("Not completed (yet)."),
+        },
     )
     def get_result_metadata(job_id: JobId) -> Response:
         _require_completed(read_metadata(store, job_id), "result_metadata.json")
@@ -265,7 +281,7 @@ def job_router(ctx: ApiContext) -> APIRouter:
         "/jobs/{job_id}/result.html",
         summary="result.md rendered as an HTML document (figures inlined), for the web page",
         response_class=HTMLResponse,
-        responses={409: {"model": Problem}},
+        responses={409: _problem("Not completed (yet).")},
     )
     def get_result_html(job_id: JobId) -> Response:
         doc = read_metadata(store, job_id)
@@ -283,7 +299,7 @@ def job_router(ctx: ApiContext) -> APIRouter:
         "/jobs/{job_id}",
         response_model=JobView,
         summary="Cancel a job (as a CANCEL file would)",
-        responses={409: {"model": Problem, "description": "The job has already completed."}},
+        responses={409: _problem("The job has already completed.")},
     )
     def cancel(job_id: JobId) -> JSONResponse:
         doc = read_metadata(store, job_id)
@@ -297,7 +313,7 @@ def job_router(ctx: ApiContext) -> APIRouter:
         "/jobs/{job_id}/retry",
         response_model=JobView,
         summary="Queue a failed or cancelled job again (as a RETRY file would)",
-        responses={409: {"model": Problem, "description": "The job is not failed or cancelled."}},
+        responses={409: _problem("The job is not failed or cancelled.")},
     )
     def retry(job_id: JobId) -> JSONResponse:
         doc = read_metadata(store, job_id)
