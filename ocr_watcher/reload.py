@@ -35,8 +35,9 @@ def _flatten(tree: object, prefix: str = "") -> dict[str, object]:
 
 
 def changed_keys(old: Config, new: Config) -> list[str]:
-    """Dotted names of the settings that differ, e.g. ["intake.ignore", "profiles.urgent.priority"]."""
-    before, after = _flatten(old.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
+    """Dotted names of the settings that differ, e.g. ["intake.ignore", "profiles.urgent.priority"].
+    Python-mode dumps: secrets (http.api_tokens) compare by value there, not as "**********"."""
+    before, after = _flatten(old.model_dump()), _flatten(new.model_dump())
     return sorted(key for key in before.keys() | after.keys() if before.get(key, None) != after.get(key, None))
 
 

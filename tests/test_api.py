@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from .daemon import Daemon, drop
@@ -285,6 +287,22 @@ def test_tokens_protect_everything_but_health_metrics_and_the_page(tmp_path: Pat
         lower_case_scheme = {"Authorization": f"bearer {other}"}
         assert "Token test." in requests.get(f"{base}/jobs/{job_id}/download", headers=lower_case_scheme).text
     assert TOKEN not in daemon.log()
+
+
+def test_a_reload_replaces_the_tokens(tmp_path: Path) -> None:
+    """Given a daemon with token A, when its config file is changed to token B and it gets SIGHUP,
+    then A is refused and B accepted, without a restart, and the log names the key but not a token."""
+    new = "rotated-token-abcdefghijklmnopq"
+    with Daemon(tmp_path, engine="text", http={"port": 0, "api_tokens": [TOKEN]}) as daemon:
+        base = daemon.http_url
+        assert requests.get(f"{base}/jobs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        daemon.config["http"]["api_tokens"] = [new]
+        daemon.config_path.write_text(yaml.safe_dump(daemon.config))
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_until(lambda: "http.api_tokens" in daemon.log(), 10, "the reload")
+        assert requests.get(f"{base}/jobs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 401
+        assert requests.get(f"{base}/jobs", headers={"Authorization": f"Bearer {new}"}).status_code == 200
+    assert TOKEN not in daemon.log() and new not in daemon.log()
 
 
 # -- one job, two front doors ----------------------------------------------------------------------
