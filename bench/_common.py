@@ -6,6 +6,7 @@ bench/results/<name>.json (git-ignored).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -17,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +269,85 @@ class Meter:
             "main_thread_busy": used["main_thread"] / wall if wall else math.nan,
             "foreign_cores": foreign / wall if wall else math.nan,
         }
+
+
+# -- finished jobs, made fast ---------------------------------------------------------------------
+def _json_bytes(obj: object) -> bytes:
+    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()  # as atomic_write_json writes
+
+
+def make_completed_job(root: Path, config: dict[str, Any]) -> Path:
+    """One real completed job, made by a daemon with `config` from a one-page text PDF; its folder
+    (the template of `build_outbox`)."""
+    from tests.pdfgen import sample_lines, text_pdf
+
+    daemon = Daemon(root, config, name="template")
+    try:
+        daemon.start()
+        source = text_pdf(root / "template.pdf", [sample_lines(8, seed=0)])
+        os.rename(source, daemon.inbox / source.name)
+        (job_id,) = wait_for_jobs(daemon.outbox, 1, timeout=120, daemon=daemon, interval=0.1)
+    finally:
+        daemon.stop()
+    job = daemon.outbox / job_id
+    meta = json.loads((job / "metadata.json").read_text())
+    if meta["status"] != "completed":
+        raise RuntimeError(f"the template job did not complete: {meta.get('error')}")
+    return job
+
+
+def build_outbox(template: Path, outbox: Path, count: int, worker_id: str) -> list[str]:
+    """`count` completed job folders shaped like `template` (metadata.json as the daemon writes it,
+    pages/0001.md + .json, result.md, result_metadata.json), each with its own id, a distinct
+    input.pdf and its own times; their job ids."""
+    from ocr_watcher.spool.ids import new_job_id
+    from ocr_watcher.spool.model import iso
+    from tests.pdfgen import sample_lines, text_pdf
+
+    meta0 = json.loads((template / "metadata.json").read_text())
+    result0 = json.loads((template / "result_metadata.json").read_text())
+    page_md = (template / "pages" / "0001.md").read_bytes()
+    page_info = (template / "pages" / "0001.json").read_bytes()
+    result_md = (template / "result.md").read_bytes()
+    took = {
+        key: datetime.fromisoformat(meta0[key].replace("Z", "+00:00"))
+        - datetime.fromisoformat(meta0["created_at"].replace("Z", "+00:00"))
+        for key in ("started_at", "finished_at")
+    }
+    now = datetime.now(timezone.utc)
+    job_ids = []
+    for i in range(count):
+        name = f"done{i:05d}.pdf"
+        created = now - timedelta(seconds=30 * (count - i) + 60)
+        job_id = new_job_id(name, created)
+        folder = outbox / job_id
+        (folder / "pages").mkdir(parents=True)
+        pdf = text_pdf(folder / "input.pdf", [sample_lines(8, seed=1_000_000 + i)])
+        data = pdf.read_bytes()
+        source = {"name": name, "inbox_path": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        started, finished = created + took["started_at"], created + took["finished_at"]
+        meta = dict(meta0, job_id=job_id, source=source)
+        meta.update(
+            created_at=created.isoformat().replace("+00:00", "Z"),
+            started_at=iso(started),
+            finished_at=iso(finished),
+            updated_at=iso(finished),
+        )
+        meta["worker"] = dict(meta0["worker"], id=worker_id, heartbeat_at=iso(finished))
+        meta["history"] = [
+            {"status": "queued", "at": iso(created)},
+            {"status": "processing", "at": iso(started)},
+            {"status": "completed", "at": iso(finished)},
+        ]
+        result = dict(result0, job_id=job_id, source=source)
+        result.update(created_at=iso(created), started_at=iso(started), finished_at=iso(finished))
+        (folder / "pages" / "0001.md").write_bytes(page_md)
+        (folder / "pages" / "0001.json").write_bytes(page_info)
+        (folder / "result_metadata.json").write_bytes(_json_bytes(result))
+        (folder / "result.md").write_bytes(result_md)
+        (folder / "metadata.json").write_bytes(_json_bytes(meta))
+        job_ids.append(job_id)
+    return job_ids
 
 
 # -- inputs -----------------------------------------------------------------------------------------

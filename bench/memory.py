@@ -21,28 +21,24 @@ Target: < 150 MB RSS, engine processes aside.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import sys
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     Daemon,
     Meter,
+    build_outbox,
+    make_completed_job,
     median,
     proc_status,
     table,
     temp_root,
-    wait_for_jobs,
     write_results,
 )
 
-from ocr_watcher.spool.ids import new_job_id  # noqa: E402
-from ocr_watcher.spool.model import iso  # noqa: E402
 from tests.pdfgen import sample_lines, text_pdf  # noqa: E402
 
 NAME = "memory"
@@ -61,70 +57,9 @@ def config() -> dict:
     }
 
 
-def _json(obj: object) -> bytes:
-    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()  # as atomic_write_json writes
-
-
 def make_template(root: Path) -> Path:
-    """One real completed job, made by the daemon."""
-    daemon = Daemon(root, config(), name="template")
-    try:
-        daemon.start()
-        source = text_pdf(root / "template.pdf", [sample_lines(8, seed=0)])
-        os.rename(source, daemon.inbox / source.name)
-        (job_id,) = wait_for_jobs(daemon.outbox, 1, timeout=120, daemon=daemon, interval=0.1)
-    finally:
-        daemon.stop()
-    job = daemon.outbox / job_id
-    meta = json.loads((job / "metadata.json").read_text())
-    if meta["status"] != "completed":
-        raise RuntimeError(f"the template job did not complete: {meta.get('error')}")
-    return job
-
-
-def build_outbox(template: Path, outbox: Path, count: int, worker_id: str) -> None:
-    """`count` completed job folders shaped like `template`, each with its own id, input and times."""
-    meta0 = json.loads((template / "metadata.json").read_text())
-    result0 = json.loads((template / "result_metadata.json").read_text())
-    page_md = (template / "pages" / "0001.md").read_bytes()
-    page_info = (template / "pages" / "0001.json").read_bytes()
-    result_md = (template / "result.md").read_bytes()
-    took = {
-        key: datetime.fromisoformat(meta0[key].replace("Z", "+00:00"))
-        - datetime.fromisoformat(meta0["created_at"].replace("Z", "+00:00"))
-        for key in ("started_at", "finished_at")
-    }
-    now = datetime.now(timezone.utc)
-    for i in range(count):
-        name = f"done{i:05d}.pdf"
-        created = now - timedelta(seconds=30 * (count - i) + 60)
-        job_id = new_job_id(name, created)
-        folder = outbox / job_id
-        (folder / "pages").mkdir(parents=True)
-        pdf = text_pdf(folder / "input.pdf", [sample_lines(8, seed=1_000_000 + i)])
-        data = pdf.read_bytes()
-        source = {"name": name, "inbox_path": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        started, finished = created + took["started_at"], created + took["finished_at"]
-        meta = dict(meta0, job_id=job_id, source=source)
-        meta.update(
-            created_at=created.isoformat().replace("+00:00", "Z"),
-            started_at=iso(started),
-            finished_at=iso(finished),
-            updated_at=iso(finished),
-        )
-        meta["worker"] = dict(meta0["worker"], id=worker_id, heartbeat_at=iso(finished))
-        meta["history"] = [
-            {"status": "queued", "at": iso(created)},
-            {"status": "processing", "at": iso(started)},
-            {"status": "completed", "at": iso(finished)},
-        ]
-        result = dict(result0, job_id=job_id, source=source)
-        result.update(created_at=iso(created), started_at=iso(started), finished_at=iso(finished))
-        (folder / "pages" / "0001.md").write_bytes(page_md)
-        (folder / "pages" / "0001.json").write_bytes(page_info)
-        (folder / "result_metadata.json").write_bytes(_json(result))
-        (folder / "result.md").write_bytes(result_md)
-        (folder / "metadata.json").write_bytes(_json(meta))
+    """One real completed job, made by the daemon (engine tesseract, as the loaded daemon runs)."""
+    return make_completed_job(root, config())
 
 
 def fill_inbox(inbox: Path, count: int) -> None:
