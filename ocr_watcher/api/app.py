@@ -13,7 +13,8 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -102,6 +103,15 @@ def read_metadata(store: JobStore, job_id: str) -> dict[str, Any]:
     return doc
 
 
+def _file(path: Path, **kwargs: Any) -> FileResponse:
+    """A file of a job folder; 404 when it has gone (retention may delete a job at any moment)."""
+    try:
+        stat_result = path.stat()
+    except FileNotFoundError:
+        raise HTTPException(404, f"{path.name} is gone (the job was deleted)") from None
+    return FileResponse(path, stat_result=stat_result, headers=_NO_STORE, **kwargs)
+
+
 def _require_completed(doc: dict[str, Any], what: str) -> None:
     if doc["status"] != Status.COMPLETED.value:
         done = doc.get("progress", {}).get("pages_done", 0)
@@ -112,10 +122,11 @@ def _require_completed(doc: dict[str, Any], what: str) -> None:
 
 
 # -- the API --------------------------------------------------------------------------------------
-def _auth(ctx: ApiContext) -> Callable[[Request], None]:
+def _auth(ctx: ApiContext) -> Callable[[Request], Awaitable[None]]:
     # Read by hand rather than with FastAPI's HTTPBearer: that would describe every operation as
     # needing a token, which is only true when tokens are configured (and a reload can change that).
-    def check(request: Request) -> None:
+    # async: no I/O here, and a plain function would cost every request a hop to the thread pool.
+    async def check(request: Request) -> None:
         tokens = ctx.config().http.api_tokens
         if not tokens:
             return
@@ -231,9 +242,7 @@ def job_router(ctx: ApiContext) -> APIRouter:
         doc = read_metadata(store, job_id)
         _require_completed(doc, "result.md")
         name = Path(doc.get("source", {}).get("name") or job_id).stem + ".md"
-        return FileResponse(
-            store.paths(job_id).result_md, media_type="text/markdown; charset=utf-8", filename=name, headers=_NO_STORE
-        )
+        return _file(store.paths(job_id).result_md, media_type="text/markdown; charset=utf-8", filename=name)
 
     @router.get(
         "/jobs/{job_id}/pages/{page}",
@@ -263,7 +272,7 @@ def job_router(ctx: ApiContext) -> APIRouter:
     )
     def get_result_metadata(job_id: JobId) -> Response:
         _require_completed(read_metadata(store, job_id), "result_metadata.json")
-        return FileResponse(store.paths(job_id).result_metadata, media_type="application/json", headers=_NO_STORE)
+        return _file(store.paths(job_id).result_metadata, media_type="application/json")
 
     @router.get(
         "/jobs/{job_id}/images/{name}",
@@ -275,7 +284,7 @@ def job_router(ctx: ApiContext) -> APIRouter:
         path = store.paths(job_id).images / name
         if not _FIGURE_NAME.match(name) or not path.is_file():
             raise HTTPException(404, f"job {job_id} has no figure {name!r}")
-        return FileResponse(path, headers=_NO_STORE)
+        return _file(path)
 
     @router.get(
         "/jobs/{job_id}/result.html",
@@ -343,6 +352,7 @@ async def _create_job(ctx: ApiContext, request: Request) -> tuple[JSONResponse, 
     ctx.uploads.mkdir(parents=True, exist_ok=True)
     part = ctx.uploads / f"{secrets.token_hex(8)}.part"
     length = request.headers.get("content-length")
+    started = time.monotonic()
     try:
         try:
             received = await receive_upload(
@@ -367,6 +377,7 @@ async def _create_job(ctx: ApiContext, request: Request) -> tuple[JSONResponse, 
             raise HTTPException(400, sniff.message or "the file is incomplete")
         filename = Path(received.filename or "").name or f"upload{sniff.suffix}"
         rel = f"{INTERNAL_DIR}/{ctx.uploads.name}/{part.name}"
+        received_at = time.monotonic()
         try:
             job_id = await run_in_threadpool(
                 ctx.control.call, lambda: ctx.control.claim_upload(rel, filename, profile, sniff)
@@ -377,7 +388,14 @@ async def _create_job(ctx: ApiContext, request: Request) -> tuple[JSONResponse, 
             raise HTTPException(503, f"cannot create the job now: {exc}") from None
     finally:
         part.unlink(missing_ok=True)  # claimed: already renamed away; otherwise nothing is kept
-    log.info("%s: uploaded over HTTP as %r (%d bytes)", job_id, filename, received.size)
+    log.info(
+        "%s: uploaded over HTTP as %r (%d bytes; received in %.3f s, claimed in %.3f s)",
+        job_id,
+        filename,
+        received.size,
+        received_at - started,
+        time.monotonic() - received_at,
+    )
     return _json({"job_id": job_id, "status": Status.QUEUED.value}), received.size
 
 

@@ -13,12 +13,15 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
+from anyio.to_thread import run_sync
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 FILE_FIELD = "file"
 MAX_FIELD_BYTES = 1024  # small form fields (profile); anything longer is cut
 DRAIN_LIMIT = 1 << 30  # bytes read past the limit before the connection is simply dropped
+WRITE_BYTES = 1 << 20  # parsed bytes handed to a worker thread per write
 
 
 class UploadError(Exception):
@@ -50,10 +53,10 @@ def boundary_of(content_type: str | None) -> bytes:
 
 
 class _PartWriter:
-    """python-multipart callbacks: the `file` part goes to `out`, small fields are kept."""
+    """python-multipart callbacks: the `file` part's bytes collect in `pending`, small fields are kept."""
 
-    def __init__(self, out, limit: int, received: Received) -> None:
-        self.out = out
+    def __init__(self, limit: int, received: Received) -> None:
+        self.pending = bytearray()  # file bytes parsed but not written yet
         self.limit = limit
         self.received = received
         self._header_name = bytearray()
@@ -100,7 +103,7 @@ class _PartWriter:
             if self.received.size > self.limit:
                 self.received.too_large = True
             elif not self.received.too_large:
-                self.out.write(data[start:end])
+                self.pending.extend(data[start:end])
         elif len(self._value) < MAX_FIELD_BYTES:
             self._value.extend(data[start : min(end, start + MAX_FIELD_BYTES - len(self._value))])
 
@@ -120,8 +123,11 @@ async def receive_upload(
         received.too_large = True  # the declared size already says so: read it without parsing
         await _drain(body, 0)
         raise _too_large(limit)
-    with open(destination, "wb") as out:
-        writer = _PartWriter(out, limit, received)
+    # Parsing runs on the event loop; writes (in WRITE_BYTES batches) and the fsync run on worker
+    # threads, so that a slow disk never stalls the other requests.
+    out = await run_sync(open, destination, "wb")
+    try:
+        writer = _PartWriter(limit, received)
         parser = MultipartParser(boundary, writer.callbacks())
         seen = 0
         async for chunk in body:
@@ -135,17 +141,28 @@ async def receive_upload(
                 raise
             except Exception as exc:  # python-multipart's parse errors
                 raise UploadError(400, f"the multipart body is malformed: {exc}") from exc
+            if len(writer.pending) >= WRITE_BYTES:
+                await run_sync(_write, out, writer)
         if received.too_large:
             raise _too_large(limit)
         try:
             parser.finalize()
         except Exception as exc:
             raise UploadError(400, f"the multipart body is malformed: {exc}") from exc
-        out.flush()
-        os.fsync(out.fileno())  # the client is given a job id: the bytes must be on disk by then
+        await run_sync(_write, out, writer, True)  # the client gets a job id: the bytes must be on disk
+    finally:
+        out.close()
     if not received.has_file:
         raise UploadError(400, "no file in the request: send it in the multipart field 'file'")
     return received
+
+
+def _write(out: BinaryIO, writer: _PartWriter, sync: bool = False) -> None:
+    out.write(writer.pending)
+    writer.pending.clear()
+    if sync:
+        out.flush()
+        os.fsync(out.fileno())
 
 
 async def _drain(body: AsyncIterator[bytes], already: int) -> None:
