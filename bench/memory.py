@@ -9,7 +9,8 @@
    writes it, pages/0001.md + .json, result.md, result_metadata.json, a distinct input.pdf each), and
    N distinct one-page text PDFs are written to the inbox. A daemon (engine tesseract, workers 2,
    intake.max_queued_jobs 1, so the backlog stays waiting while it works slowly) runs for the window
-   (>= 3 inbox polls and 3 outbox scans); VmRSS/VmHWM of its main process only (not the render or
+   (>= 3 inbox polls and 3 outbox scans; GET /health once, which fills the job API's listing index
+   with every job); VmRSS/VmHWM of its main process only (not the render or
    tesseract children) are sampled from /proc/<pid>/status.
 4. The daemon's own scan code is timed in this process on the same folders: one full inbox scan
    (Intake._scan: scandir + stat + ignore rules), the readiness sniff of every file, and one full
@@ -24,6 +25,7 @@ import argparse
 import os
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -87,8 +89,13 @@ def observe(daemon: Daemon, window: float) -> dict:
     meter = Meter(daemon.pid)
     steady: Meter | None = None
     deadline = daemon.started_at + window
+    listed = False
     while time.time() < deadline:
         daemon.check_alive()
+        if not listed:  # the job API's listing index holds every job: count it in
+            with urllib.request.urlopen(daemon.http_url + "/health", timeout=30) as response:
+                response.read()
+            listed = True
         if steady is None and time.time() >= daemon.started_at + window / 2:
             steady = Meter(daemon.pid)  # the second half: start-up work (first scans, sniffs) is over
         samples.append(proc_status(daemon.pid)["VmRSS"])
