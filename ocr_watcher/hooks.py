@@ -41,6 +41,9 @@ class Hooks:
     def on_stop(self, service: Service) -> None:
         """The daemon is stopping (SIGTERM); pages in flight are being finished."""
 
+    def on_exit(self, service: Service) -> None:
+        """The stop is done: pages drained, every job's state written; the process is about to end."""
+
 
 class HookList(Hooks):
     """Calls each hook in turn, isolating failures."""
@@ -82,3 +85,6 @@ class HookList(Hooks):
 
     def on_stop(self, service: Service) -> None:
         self._each("on_stop", service)
+
+    def on_exit(self, service: Service) -> None:
+        self._each("on_exit", service)

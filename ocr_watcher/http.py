@@ -200,7 +200,9 @@ class HttpHooks(Hooks):
         )
         return lambda app: add_api(app, context)
 
-    def on_stop(self, service: Service) -> None:
+    def on_exit(self, service: Service) -> None:
+        # Not on_stop: /metrics and /health keep answering while the pages in flight drain (the API
+        # meanwhile refuses new work with 503: Service.call raises NotServing).
         if self.server is not None:
             self.server.stop()
             self.server = None

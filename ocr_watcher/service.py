@@ -313,6 +313,8 @@ class Service:
         if self.managed_server is not None:
             self.managed_server.stop()
         self._write_heartbeat(stopped=True)  # our jobs may be taken over now, not after a lease
+        self._run_calls()  # HTTP requests that raced the stop: answered, not left waiting
+        self.hooks.on_exit(self)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

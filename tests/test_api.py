@@ -23,7 +23,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from .daemon import Daemon, drop
-from .pdfgen import cer, sample_lines, scanned_pdf, text_pdf
+from .pdfgen import cer, sample_lines, scanned_pdf, slow_pdf, text_pdf
 
 TOKEN = "api-test-token-0123456789abcdef"
 PDF = "application/pdf"
@@ -303,6 +303,30 @@ def test_a_reload_replaces_the_tokens(tmp_path: Path) -> None:
         assert requests.get(f"{base}/jobs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 401
         assert requests.get(f"{base}/jobs", headers={"Authorization": f"Bearer {new}"}).status_code == 200
     assert TOKEN not in daemon.log() and new not in daemon.log()
+
+
+def test_during_the_shutdown_grace_metrics_answer_and_uploads_are_refused(tmp_path: Path) -> None:
+    """Given a page that takes seconds to render, when SIGTERM starts the graceful stop, then while
+    that page drains /metrics and /health still answer and an upload gets 503 (no job is created),
+    and the daemon then exits 0 and its server with it."""
+    daemon = Daemon(tmp_path, pipeline={"workers": 1, "shutdown_grace_seconds": 60}).start()
+    try:
+        base = daemon.http_url
+        drop(daemon.inbox, slow_pdf(tmp_path / "slow.pdf", shapes=600))
+        daemon.wait_for_job("slow.pdf", {"processing"})
+        daemon.proc.send_signal(signal.SIGTERM)
+        daemon.wait_until(lambda: "stopping: no new claims" in daemon.log(), 30, "the graceful stop to begin")
+        assert requests.get(f"{base}/metrics", timeout=10).status_code == 200
+        assert requests.get(f"{base}/health", timeout=10).status_code == 200
+        refused = upload(base, text_pdf(tmp_path / "late.pdf", [["Too late."]]))
+        assert refused.status_code == 503 and "stopping" in refused.json()["detail"]
+        assert daemon.alive(), "the page drained before the requests: make it slower"
+        assert daemon.proc.wait(timeout=90) == 0
+    finally:
+        daemon.stop()
+    assert daemon.job_for("late.pdf") is None
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{base}/metrics", timeout=5)
 
 
 # -- one job, two front doors ----------------------------------------------------------------------
