@@ -427,27 +427,13 @@ def polling_run(root: Path, outbox: Path, paths_file: Path, args: argparse.Names
 def big_pdf(path: Path, megabytes: float) -> Path:
     """A one-page PDF of about `megabytes` MiB: an incompressible 8-bit gray image (stored, Flate
     level 0) filling a Letter page, with one line of text over it (so the text engine finds some)."""
-    from tests.pdfgen import _serialize
+    from tests.pdfgen import image_page_pdf
 
     pixels = int(megabytes * MB) - 2000
     width = int(pixels**0.5)
     height = pixels // width
     raw = random.Random(5).randbytes(width * height)
-    image = zlib.compress(raw, 0)
-    content = b"q 612 0 0 792 0 0 cm /Im1 Do Q BT /F1 12 Tf 72 720 Td (A scanned page of the upload benchmark.) Tj ET"
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792]"
-        b" /Resources << /XObject << /Im1 5 0 R >> /Font << /F1 6 0 R >> >> /Contents 4 0 R >>",
-        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
-        b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray"
-        b" /BitsPerComponent 8 /Filter /FlateDecode /Length %d >>\nstream\n%s\nendstream"
-        % (width, height, len(image), image),
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
-    ]
-    path.write_bytes(_serialize(objects))
-    return path
+    return image_page_pdf(path, width, height, 8, zlib.compress(raw, 0), "A scanned page of the upload benchmark.")
 
 
 def _terminal_now(outbox: Path) -> int:

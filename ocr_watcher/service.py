@@ -28,7 +28,7 @@ from .config import Config, ConfigError, ProfileConfig, load_config
 from .engines.base import Engine, EngineUnavailable
 from .engines.registry import build_engine, build_managed_server, resolve_engine_name
 from .hooks import HookList
-from .intake.intake import Intake
+from .intake.intake import Intake, claim_request
 from .intake.sniff import Sniff
 from .notify import NotifyHooks
 from .pipeline.assemble import assemble_result
@@ -376,16 +376,8 @@ class Service:
     def claim_upload(self, inbox_path: str, filename: str, profile: str, sniff: Sniff) -> str:
         """Main thread (via `call`): an uploaded file, already in the inbox's hidden upload area,
         becomes a job exactly as a dropped file would."""
-        request = ClaimRequest(
-            inbox_path=inbox_path,
-            profile=profile,
-            priority=self.config.profile(profile).priority,
-            kind=sniff.kind,
-            input_suffix=sniff.suffix,
-            engine=self._engine_name_for_profile(profile),
-            source_name=filename,
-            origin="http",
-        )
+        engine = self._engine_name_for_profile(profile)
+        request = claim_request(self.config, engine, inbox_path, profile, sniff, source_name=filename, origin="http")
         job_id = self._claim(request)
         if job_id is None:
             raise FileNotFoundError(f"the uploaded file {inbox_path} disappeared before it was claimed")

@@ -289,17 +289,29 @@ def huge_image_pdf(path: Path, side_px: int = 40000) -> Path:
     for _ in range(side_px):
         body += compressor.compress(raw_row)
     body += compressor.flush()
+    return image_page_pdf(path, side_px, side_px, 1, bytes(body))
+
+
+def image_page_pdf(path: Path, width: int, height: int, bits: int, flate: bytes, caption: str | None = None) -> Path:
+    """A one-page Letter PDF filled by one gray image (`flate`: its Flate-compressed samples), with
+    an optional line of real text over it (so the text engine finds some)."""
     content = b"q 612 0 0 792 0 0 cm /Im1 Do Q"
+    font = b""
+    if caption is not None:
+        content += b" BT /F1 12 Tf 72 720 Td (%s) Tj ET" % caption.encode("latin-1")
+        font = b" /Font << /F1 6 0 R >>"
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792]"
-        b" /Resources << /XObject << /Im1 5 0 R >> >> /Contents 4 0 R >>",
+        b" /Resources << /XObject << /Im1 5 0 R >>%s >> /Contents 4 0 R >>" % font,
         b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
         b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray"
-        b" /BitsPerComponent 1 /Filter /FlateDecode /Length %d >>\nstream\n%s\nendstream"
-        % (side_px, side_px, len(body), bytes(body)),
+        b" /BitsPerComponent %d /Filter /FlateDecode /Length %d >>\nstream\n%s\nendstream"
+        % (width, height, bits, len(flate), flate),
     ]
+    if caption is not None:
+        objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
     path.write_bytes(_serialize(objects))
     return path
 

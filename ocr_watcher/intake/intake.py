@@ -30,6 +30,31 @@ log = logging.getLogger("ocr_watcher.intake")
 _MAX_REPORTED = 10_000  # log-once memory for odd entries (symlinks, FIFOs), bounded
 
 
+def claim_request(
+    config: Config,
+    engine: str,
+    inbox_path: str,
+    profile: str,
+    sniff: Sniff,
+    *,
+    failure: JobError | None = None,
+    source_name: str | None = None,
+    origin: str = "inbox",
+) -> ClaimRequest:
+    """What to claim a sniffed file as: the one recipe for inbox files and HTTP uploads."""
+    return ClaimRequest(
+        inbox_path=inbox_path,
+        profile=profile,
+        priority=config.profile(profile).priority,
+        kind=sniff.kind,
+        input_suffix=sniff.suffix,
+        engine=engine,
+        failure=failure,
+        source_name=source_name,
+        origin=origin,
+    )
+
+
 class Intake:
     def __init__(
         self,
@@ -240,15 +265,7 @@ class Intake:
             if sniff.verdict is Verdict.INCOMPLETE:
                 message = f"{message} (unchanged for {self.settle + self.invalid_timeout:.0f} s)"
             failure = JobError(type=sniff.error_type or "invalid_input", message=message)
-        return ClaimRequest(
-            inbox_path=rel,
-            profile=profile,
-            priority=self.config.profile(profile).priority,
-            kind=sniff.kind,
-            input_suffix=sniff.suffix,
-            engine=self.engine_for_profile(profile),
-            failure=failure,
-        )
+        return claim_request(self.config, self.engine_for_profile(profile), rel, profile, sniff, failure=failure)
 
     def _report_once(self, key: str, message: str, level: int = logging.WARNING) -> None:
         if key in self._reported:
