@@ -66,6 +66,51 @@ def _endpoint(route: Route) -> Callable[[Request], StarletteResponse]:
     return endpoint
 
 
+class AllowEveryMethod:
+    """ASGI middleware: a 405's `Allow` lists every method of the resource (RFC 9110 15.5.6).
+    Starlette fills it from the first route whose path matches, so for /jobs/{id} (GET on one route,
+    DELETE on another) it would say only GET."""
+
+    def __init__(self, app: Callable, router_routes: Callable[[], list]) -> None:
+        self.app = app
+        self.router_routes = router_routes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_allow(message: dict) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                allowed = sorted(self._methods_for(scope["path"]))
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+                message = {**message, "headers": [*headers, (b"allow", ", ".join(allowed).encode())]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_allow)
+
+    def _methods_for(self, path: str) -> set[str]:
+        """The methods of the resource at `path`. A literal path (/jobs/create) is its own resource,
+        as in OpenAPI, even where a template (/jobs/{job_id}) would match it too."""
+        matching = [
+            route
+            for route in _flatten(self.router_routes())
+            if getattr(route, "methods", None) and getattr(route, "path_regex", None) and route.path_regex.match(path)
+        ]
+        literal = [route for route in matching if getattr(route, "path", None) == path]
+        return {method for route in literal or matching for method in route.methods}
+
+
+def _flatten(routes: list) -> list:
+    """Routes, with those of included routers (our API router has no prefix, so their own paths hold).
+    Newer FastAPI keeps an included router whole (`original_router`); older copies its routes."""
+    flat: list = []
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        flat.extend(_flatten(included.routes) if included is not None else [route])
+    return flat
+
+
 def build_app(routes: Mapping[str, Route], add_api: Callable[[FastAPI], None] | None = None) -> FastAPI:
     """The ASGI app: the plain routes, plus whatever `add_api` mounts (the job API)."""
     from . import __version__
@@ -82,6 +127,7 @@ def build_app(routes: Mapping[str, Route], add_api: Callable[[FastAPI], None] | 
         app.add_api_route(path, _endpoint(route), methods=["GET", "HEAD"], include_in_schema=False)
     if add_api is not None:
         add_api(app)
+    app.add_middleware(AllowEveryMethod, router_routes=lambda: app.router.routes)
     return app
 
 

@@ -16,10 +16,11 @@ Two daemons: one without tokens, and one with `http.api_tokens`, where each gene
 sent with the bearer token (and validated) and once more with a wrong token (which must never be
 answered with a 2xx or a 5xx, and must conform to the description too).
 
-Known bugs: every failure the API has today is listed in KNOWN_BUGS, dropped from the property
-tests by a narrow `filter_failure` hook, and reproduced by a `xfail(strict=True)` test at the end
-of this file. Fixing a bug makes its reproduction pass, which fails the suite (strict): then delete
-the reproduction and its KNOWN_BUGS entry, and the property tests guard the fix from then on.
+Known bugs: a failure the API has and that cannot be fixed at once goes in KNOWN_BUGS (none
+today), dropped from the property tests by a narrow `filter_failure` hook, and reproduced by a
+`xfail(strict=True)` test at the end of this file; fixing it makes the reproduction pass, which
+fails the suite (strict): then delete the entry and turn the reproduction into a regression test,
+like those at the end for the four mismatches this file found and that were fixed.
 
 Bounded and deterministic: few fuzzing examples per operation, no Hypothesis database, a fixed
 schemathesis seed and derandomized Hypothesis (the real job ids differ run to run; the draws do
@@ -109,13 +110,7 @@ def _content_type(response: Any) -> str:
     return (_header(response, "content-type") or "").split(";")[0].strip().lower()
 
 
-def _allow_lists_only_one_route(failure: Any, case: Any, response: Any) -> bool:
-    return failure.code == "ST205" and case.operation.path == "/jobs/{job_id}" and response.status_code == 405
-
-
-KNOWN_BUGS = [
-    KnownBug("test_bug_405_allow_header_misses_delete", _allow_lists_only_one_route),
-]
+KNOWN_BUGS: list[KnownBug] = []  # none today; see the regressions at the end for those fixed
 
 
 # -- the schemas ------------------------------------------------------------------------------------------
@@ -285,7 +280,7 @@ def test_the_seeded_jobs_are_real(open_daemon: Served) -> None:
     assert requests.get(f"{url}/jobs/{failed}", timeout=10).json()["job_id"] == failed
 
 
-# -- reproductions of the known bugs (strict: a fix makes them pass, and the suite says so) ----------------
+# -- reproductions: of known bugs (strict xfail while they last), and of those fixed (regressions) ----------
 @pytest.fixture(scope="module")
 def plain_schema(open_daemon: Served) -> schemathesis.BaseSchema:
     """The open daemon's description without the known-bug filter: the checks report everything."""
@@ -302,17 +297,28 @@ def reproduce(schema: schemathesis.BaseSchema, label: str, check: str, **case_kw
     case.call_and_validate(checks=[schemathesis.checks.not_a_server_error, getattr(schemathesis.checks, check)])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: OPTIONS /jobs/{id} answers 405 with `Allow: GET` though the resource also has DELETE "
-    "(RFC 9110 15.5.6: Allow lists the resource's methods; Starlette answers for the first route only)",
+@pytest.mark.parametrize(
+    ("label", "check", "case"),
+    [
+        # Errors of text routes were documented in the route's text media type; they are JSON.
+        ("GET /jobs/{job_id}/download", "content_type_conformance", {"path_parameters": {"job_id": "no-such-job"}}),
+        # The 422 of an unknown status had a string detail; it now has FastAPI's validation shape.
+        ("GET /jobs", "response_schema_conformance", {"query": {"status": ["AAA"]}}),
+        # Starlette's 405 named only the first route's methods (GET), not the resource's (GET, DELETE).
+        ("GET /jobs/{job_id}", "allow_header_conformance", {"method": "OPTIONS", "path_parameters": {"job_id": "0"}}),
+    ],
 )
-def test_bug_405_allow_header_misses_delete(plain_schema: schemathesis.BaseSchema) -> None:
-    """Given /jobs/{id} (GET and DELETE)  When OPTIONS /jobs/0  Then the 405's Allow lists both"""
+def test_mismatches_found_here_before_stay_fixed(
+    plain_schema: schemathesis.BaseSchema, label: str, check: str, case: dict[str, Any]
+) -> None:
+    """Given the description without any known-bug filter  When the request that once exposed a
+    mismatch is sent  Then the check that found it passes"""
+    reproduce(plain_schema, label, check, **case)
+
+
+def test_markdown_is_documented_as_markdown(plain_schema: schemathesis.BaseSchema, open_daemon: Served) -> None:
+    """Given a completed job  When its result.md is downloaded  Then text/markdown is what is documented"""
+    job_id = open_daemon.job_ids[0]
     reproduce(
-        plain_schema,
-        "GET /jobs/{job_id}",
-        "allow_header_conformance",
-        method="OPTIONS",
-        path_parameters={"job_id": "0"},
+        plain_schema, "GET /jobs/{job_id}/download", "content_type_conformance", path_parameters={"job_id": job_id}
     )
