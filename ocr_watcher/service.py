@@ -373,11 +373,13 @@ class Service:
             except BaseException as exc:  # handed to the caller, who reports it
                 future.set_exception(exc)
 
-    def claim_upload(self, inbox_path: str, filename: str, profile: str, sniff: Sniff) -> str:
+    def claim_upload(self, inbox_path: str, filename: str, profile: str, sniff: Sniff, sha256: str) -> str:
         """Main thread (via `call`): an uploaded file, already in the inbox's hidden upload area,
         becomes a job exactly as a dropped file would."""
         engine = self._engine_name_for_profile(profile)
-        request = claim_request(self.config, engine, inbox_path, profile, sniff, source_name=filename, origin="http")
+        request = claim_request(
+            self.config, engine, inbox_path, profile, sniff, source_name=filename, origin="http", sha256=sha256
+        )
         job_id = self._claim(request)
         if job_id is None:
             raise FileNotFoundError(f"the uploaded file {inbox_path} disappeared before it was claimed")

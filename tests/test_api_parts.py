@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
@@ -52,6 +53,7 @@ def test_the_file_part_streams_to_disk_whatever_the_chunking(tmp_path: Path, chu
     )
     assert (tmp_path / "u").read_bytes() == data
     assert (received.filename, received.size, received.fields) == ("scan 1.pdf", len(data), {"profile": "urgent"})
+    assert received.sha256 == hashlib.sha256(data).hexdigest()  # hashed as written: the claim trusts it
 
 
 def test_over_the_limit_stops_writing_and_reads_the_rest(tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ class JobControl(Protocol):
 
     def call(self, fn: Callable[[], Any], timeout: float = 60.0) -> Any: ...
 
-    def claim_upload(self, inbox_path: str, filename: str, profile: str, sniff: Sniff) -> str: ...
+    def claim_upload(self, inbox_path: str, filename: str, profile: str, sniff: Sniff, sha256: str) -> str: ...
 
     def cancel_now(self, job_id: str) -> None: ...
 
@@ -380,7 +380,7 @@ async def _create_job(ctx: ApiContext, request: Request) -> tuple[JSONResponse, 
         received_at = time.monotonic()
         try:
             job_id = await run_in_threadpool(
-                ctx.control.call, lambda: ctx.control.claim_upload(rel, filename, profile, sniff)
+                ctx.control.call, lambda: ctx.control.claim_upload(rel, filename, profile, sniff, received.sha256)
             )
         except OSError as exc:
             raise HTTPException(503, f"cannot create the job: {exc.strerror or exc}") from None

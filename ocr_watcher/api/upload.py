@@ -8,12 +8,13 @@ that is still sending would otherwise see a broken connection instead of the 413
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from anyio.to_thread import run_sync
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -39,6 +40,11 @@ class Received:
     size: int = 0
     fields: dict[str, str] = field(default_factory=dict)
     too_large: bool = False
+    digest: Any = field(default_factory=hashlib.sha256)  # of the bytes written, as they are written
+
+    @property
+    def sha256(self) -> str:
+        return self.digest.hexdigest()
 
     @property
     def has_file(self) -> bool:
@@ -158,6 +164,7 @@ async def receive_upload(
 
 
 def _write(out: BinaryIO, writer: _PartWriter, sync: bool = False) -> None:
+    writer.received.digest.update(writer.pending)  # hashlib releases the GIL for large buffers
     out.write(writer.pending)
     writer.pending.clear()
     if sync:

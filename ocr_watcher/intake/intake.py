@@ -40,6 +40,7 @@ def claim_request(
     failure: JobError | None = None,
     source_name: str | None = None,
     origin: str = "inbox",
+    sha256: str | None = None,
 ) -> ClaimRequest:
     """What to claim a sniffed file as: the one recipe for inbox files and HTTP uploads."""
     return ClaimRequest(
@@ -52,6 +53,7 @@ def claim_request(
         failure=failure,
         source_name=source_name,
         origin=origin,
+        sha256=sha256,
     )
 
 

@@ -50,6 +50,7 @@ class ClaimRequest:
     failure: JobError | None = None  # set: the job is created failed, with this error
     source_name: str | None = None  # the file's own name when the inbox path does not carry it (uploads)
     origin: str = "inbox"  # "inbox" or "http"
+    sha256: str | None = None  # already known (an upload hashed while it streamed): not read again
 
 
 @dataclass
@@ -156,7 +157,9 @@ class Claimer:
         if isinstance(request.failure, dict):
             request.failure = JobError.model_validate(request.failure)
         regular = stat.S_ISREG(claimed.lstat().st_mode)
-        if regular:
+        if regular and request.sha256:
+            size, digest = claimed.stat().st_size, request.sha256
+        elif regular:
             size, digest = _size_and_sha256(claimed)
         else:  # a FIFO, device or link that slipped in: never opened (a FIFO could block forever)
             size, digest = 0, None
