@@ -54,7 +54,9 @@ def _orphan_render_workers() -> list[int]:
             parent = Path(f"/proc/{ppid}/cmdline").read_bytes()
         except (OSError, ValueError):
             continue
-        if b"ocr_watcher.pipeline.render_worker" in cmdline and b"ocr_watcher.cli" not in parent:
+        # A daemon runs as `python -m ocr_watcher.cli` (tests) or as the `ocr-watcher` script (people).
+        is_daemon = b"ocr_watcher.cli" in parent or b"ocr-watcher\0run" in parent
+        if b"ocr_watcher.pipeline.render_worker" in cmdline and not is_daemon:
             orphans.append(int(entry))
     return orphans
 
