@@ -231,7 +231,8 @@ def test_recovery_on_another_host_never_removes_a_claim_in_progress(tmp_path: Pa
     """Given host A in the middle of a claim, when host B runs claim recovery (at start, and on every
     outbox scan), then B leaves A's claim alone at every step: the claim folder is built under a hidden
     name with its record inside and only then renamed into place, so B never meets a claim it cannot
-    attribute; a half-built folder is removed only once it is hours old (its builder is dead)."""
+    attribute; a half-built folder is removed once its builder is gone, or hours old when its builder
+    cannot be told."""
     import os
     import time
 
@@ -254,6 +255,17 @@ def test_recovery_on_another_host_never_removes_a_claim_in_progress(tmp_path: Pa
     os.utime(building, (old, old))
     host_b.recover(lambda worker: True)
     assert not building.exists()
+    # A's build with its record (or only the record's temporary file: A died in its fsync) goes as
+    # soon as A is gone, and not before: removing it cannot lose a file, the inbox file moves later.
+    for record_name in (CLAIM_RECORD, f".{CLAIM_RECORD}.tmp-0badf00d"):
+        built = claims / f".doc.pdf_20260101_000000_0000000c.tmp-{len(record_name):08x}"
+        built.mkdir()
+        record = {"job_id": "doc.pdf_20260101_000000_0000000c", "worker_id": "host-a", "claimed_at": "", "request": {}}
+        (built / record_name).write_text(json.dumps(record))
+        host_b.recover(lambda worker: worker != "host-a")
+        assert built.exists(), "host-a is alive: its claim in progress stays"
+        host_b.recover(lambda worker: worker == "host-a")
+        assert not built.exists(), f"host-a is gone: its half-built claim goes ({record_name})"
     # A folder without a record but with a file in it (a damaged disk): the file is never deleted.
     odd = claims / "doc.pdf_20260101_000000_0000000b"
     odd.mkdir()

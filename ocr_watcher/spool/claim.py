@@ -111,7 +111,11 @@ class Claimer:
             return finished
         for claim_dir in claim_dirs:
             if claim_dir.name.startswith("."):  # a claim folder still being built (or a crash's leftover)
-                if _age_seconds(claim_dir) > ABANDONED_BUILD_SECONDS:
+                # Removing one never loses a file: the inbox file moves only after the folder is
+                # renamed into place. So it goes as soon as its builder is known to be gone.
+                builder = _builder_of(claim_dir)
+                gone = builder is not None and (builder == self.worker_id or is_abandoned(builder))
+                if gone or _age_seconds(claim_dir) > ABANDONED_BUILD_SECONDS:
                     shutil.rmtree(claim_dir, ignore_errors=True)
                 continue
             record = ClaimRecord.read(claim_dir / CLAIM_RECORD)
@@ -196,6 +200,20 @@ def _age_seconds(path: Path) -> float:
         return time.time() - path.stat().st_mtime
     except FileNotFoundError:
         return 0.0
+
+
+def _builder_of(building: Path) -> str | None:
+    """Who was building this claim folder: from its record, or from the record's temporary file when
+    the builder died while syncing it (the likeliest moment: the fsync is the slow step)."""
+    try:
+        candidates = [building / CLAIM_RECORD, *building.glob(f".{CLAIM_RECORD}{TMP_MARK}*")]
+    except OSError:
+        return None
+    for path in candidates:
+        record = ClaimRecord.read(path)
+        if record is not None and isinstance(record.worker_id, str):
+            return record.worker_id
+    return None
 
 
 def _input_in(folder: Path) -> Path | None:
