@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .daemon import Daemon, drop
+from .daemon import BASE_CONFIG, Daemon, drop
 from .pdfgen import sample_lines, scanned_pdf, text_pdf
 
 LEASE = 3.0
@@ -161,24 +161,26 @@ def _job_dir_snapshot(job_dir: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_a_paused_daemon_does_not_write_into_a_job_taken_from_it(tmp_path: Path) -> None:
-    """Given daemon `paused` OCRing a 16-page scan and a second daemon `other`, when `paused` is
+    """Given daemon `paused` OCRing a 24-page scan and a second daemon `other`, when `paused` is
     stopped (SIGSTOP) for longer than its lease, then `other` takes the job over; and when `paused`
     continues (SIGCONT), it logs that the job was taken over and writes nothing into it again: no page
     file, no metadata.json, no result; the job completes once, owned by `other` at epoch 2."""
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
     common = {"inbox": inbox, "outbox": outbox, **SHARED}
     paused = Daemon(tmp_path, "paused", **merge_workers(common, 2))
-    other = Daemon(tmp_path, "other", **common)
+    # `other` claims nothing from the inbox (so the job is surely `paused`'s) and is started first:
+    # a start takes a second or two, and 24 pages can be done in that time.
+    other = Daemon(tmp_path, "other", **common, intake={**BASE_CONFIG["intake"], "ignore": ["*.pdf"]})
     daemons = [paused, other]
-    source = scanned_pdf(tmp_path / "long.pdf", [sample_lines(4, seed=s) for s in range(16)])
+    source = scanned_pdf(tmp_path / "long.pdf", [sample_lines(4, seed=s) for s in range(24)])
     seen_paused_meta_after_cont: list[dict[str, Any]] = []
     try:
         paused.start()
+        other.start()
         drop(inbox, source)
         job = paused.wait_for_job("long.pdf", {"processing"}, timeout=60)
         job_dir = outbox / job["job_id"]
         paused.wait_until(lambda: paused.job_for("long.pdf")["progress"]["pages_done"] >= 2, 60, "2 pages")
-        other.start()
         paused.kill(signal.SIGSTOP)
         stopped_at = time.time()
         other.wait_until(lambda: "taken over from paused" in other.log(), 30, "the takeover")
@@ -210,7 +212,7 @@ def test_a_paused_daemon_does_not_write_into_a_job_taken_from_it(tmp_path: Path)
     assert done["worker"]["id"] == "other" and done["worker"]["epoch"] == 2
     assert after == settled, "files of the finished job changed afterwards"
     infos = _page_infos(job_dir)
-    assert sorted(infos) == list(range(1, 17)) and len(list((job_dir / "pages").glob("*.md"))) == 16
+    assert sorted(infos) == list(range(1, 25)) and len(list((job_dir / "pages").glob("*.md"))) == 24
     for page, info in infos.items():
         if info["worker"] == "paused":
             assert _ts(info["finished_at"]) <= stopped_at, f"page {page} was written by `paused` after SIGSTOP"
