@@ -392,18 +392,18 @@ def polling_run(root: Path, outbox: Path, paths_file: Path, args: argparse.Names
         time.sleep(1.0)  # start-up work (the first outbox scan) is over before the clock starts
         for shape in SHAPES:
             for target in TARGETS:
-                spec = {
-                    "mode": "poll",
-                    "client": args.client,
-                    "host": host,
-                    "port": port,
-                    "daemon_pid": daemon.pid,
-                    "pollers": args.pollers,
-                    "interval": PACED_INTERVAL if shape == "paced" else None,
-                    "warmup": WARMUP,
-                    "seconds": args.seconds,
-                    "seed": 1000 * run + len(out[shape]),
-                }
+                spec = _client_spec(
+                    "poll",
+                    args,
+                    host,
+                    port,
+                    daemon,
+                    pollers=args.pollers,
+                    interval=PACED_INTERVAL if shape == "paced" else None,
+                    warmup=WARMUP,
+                    seconds=args.seconds,
+                    seed=1000 * run + len(out[shape]),
+                )
                 if target == "job":
                     spec["paths_file"] = str(paths_file)
                 else:
@@ -421,6 +421,11 @@ def polling_run(root: Path, outbox: Path, paths_file: Path, args: argparse.Names
     finally:
         daemon.stop()
     return out
+
+
+def _client_spec(mode: str, args: argparse.Namespace, host: str, port: int, daemon: Daemon, **fields: Any) -> dict:
+    """What the load-generator process is told: the fields every mode needs, then the mode's own."""
+    return {"mode": mode, "client": args.client, "host": host, "port": port, "daemon_pid": daemon.pid, **fields}
 
 
 # -- uploads ------------------------------------------------------------------------------------------
@@ -474,16 +479,7 @@ def upload_run(root: Path, pdf: Path, args: argparse.Namespace, run: int) -> dic
         time.sleep(0.5)
         done = 0
         for clients in UPLOAD_CLIENTS:
-            spec = {
-                "mode": "upload",
-                "client": args.client,
-                "host": host,
-                "port": port,
-                "daemon_pid": daemon.pid,
-                "clients": clients,
-                "count": args.uploads,
-                "file": str(pdf),
-            }
+            spec = _client_spec("upload", args, host, port, daemon, clients=clients, count=args.uploads, file=str(pdf))
             result = run_client(spec, folder / "specs", timeout=args.uploads * UPLOAD_TIMEOUT)
             result["jobs_finished_by_end"] = _terminal_now(daemon.outbox) - done
             done += result["uploads"]

@@ -112,13 +112,16 @@ def _file(path: Path, **kwargs: Any) -> FileResponse:
     return FileResponse(path, stat_result=stat_result, headers=_NO_STORE, **kwargs)
 
 
-def _require_completed(doc: dict[str, Any], what: str) -> None:
+def read_completed(store: JobStore, job_id: str, what: str) -> dict[str, Any]:
+    """metadata.json of a completed job; 409 naming `what` (and the progress) for any other status."""
+    doc = read_metadata(store, job_id)
     if doc["status"] != Status.COMPLETED.value:
         done = doc.get("progress", {}).get("pages_done", 0)
         total = doc.get("progress", {}).get("pages_total")
         raise HTTPException(
             409, f"{what} is not available: the job is {doc['status']} ({done} of {total or '?'} pages done)"
         )
+    return doc
 
 
 # -- the API --------------------------------------------------------------------------------------
@@ -239,8 +242,7 @@ def job_router(ctx: ApiContext) -> APIRouter:
         responses={409: _problem("Not completed (yet).")},
     )
     def download(job_id: JobId) -> Response:
-        doc = read_metadata(store, job_id)
-        _require_completed(doc, "result.md")
+        doc = read_completed(store, job_id, "result.md")
         name = Path(doc.get("source", {}).get("name") or job_id).stem + ".md"
         return _file(store.paths(job_id).result_md, media_type="text/markdown; charset=utf-8", filename=name)
 
@@ -271,7 +273,7 @@ def job_router(ctx: ApiContext) -> APIRouter:
         },
     )
     def get_result_metadata(job_id: JobId) -> Response:
-        _require_completed(read_metadata(store, job_id), "result_metadata.json")
+        read_completed(store, job_id, "result_metadata.json")
         return _file(store.paths(job_id).result_metadata, media_type="application/json")
 
     @router.get(
@@ -293,8 +295,7 @@ def job_router(ctx: ApiContext) -> APIRouter:
         responses={409: _problem("Not completed (yet).")},
     )
     def get_result_html(job_id: JobId) -> Response:
-        doc = read_metadata(store, job_id)
-        _require_completed(doc, "the result")
+        doc = read_completed(store, job_id, "the result")
         paths = store.paths(job_id)
         try:
             markdown = paths.result_md.read_text(encoding="utf-8")
