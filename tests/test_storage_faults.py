@@ -25,11 +25,12 @@ def _mount(args: list[str]) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
-    """mount(size) -> a fresh folder on its own tmpfs of that size; unmounted afterwards."""
+    """mount(size[, name]) -> a fresh folder (default "outbox") on its own tmpfs of that size;
+    unmounted afterwards."""
     mounted: list[Path] = []
 
-    def mount(size: str) -> Path:
-        folder = tmp_path / "outbox"
+    def mount(size: str, name: str = "outbox") -> Path:
+        folder = tmp_path / name
         folder.mkdir()
         result = _mount(["-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)])
         if result.returncode != 0:
@@ -165,3 +166,33 @@ def test_a_read_only_outbox_delays_new_claims(tmpfs: Callable[[str], Path], tmp_
         daemon.stop()
     assert "Read-only file system" in log
     assert job["status"] == "completed", job
+
+
+def test_an_upload_into_a_full_inbox_is_refused_clearly_and_leaves_nothing(
+    tmpfs: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Given an inbox on a 2 MiB filesystem, when a 3 MiB PDF is uploaded over HTTP, then the client
+    gets 503 saying the inbox cannot be written (not a broken connection), no job and no partial
+    upload are left, the daemon keeps serving, and a small upload then becomes a job as usual."""
+    import requests
+
+    small_inbox = tmpfs("2m", "inbox")
+    big = tmp_path / "big.pdf"
+    big.write_bytes(b"%PDF-1.7\n" + os.urandom(3 * 2**20) + b"\n%%EOF\n")
+    daemon = Daemon(tmp_path, inbox=small_inbox, engine="text").start()
+    try:
+        base = daemon.http_url
+        with open(big, "rb") as fh:
+            refused = requests.post(f"{base}/jobs/create", files={"file": ("big.pdf", fh)}, timeout=60)
+        assert refused.status_code == 503, refused.text
+        assert "cannot write the upload into the inbox" in refused.json()["detail"]
+        assert list((small_inbox / ".ocr-watcher" / "uploads").iterdir()) == []
+        assert requests.get(f"{base}/jobs", timeout=10).json()["total"] == 0
+        small = text_pdf(tmp_path / "small.pdf", [["Fits."]])
+        with open(small, "rb") as fh:
+            accepted = requests.post(f"{base}/jobs/create", files={"file": ("small.pdf", fh)}, timeout=60)
+        assert accepted.status_code == 200, accepted.text
+        job = daemon.wait_for_job("small.pdf", TERMINAL, timeout=30)
+    finally:
+        daemon.stop()
+    assert job["status"] == "completed"

@@ -148,7 +148,11 @@ async def receive_upload(
             except Exception as exc:  # python-multipart's parse errors
                 raise UploadError(400, f"the multipart body is malformed: {exc}") from exc
             if len(writer.pending) >= WRITE_BYTES:
-                await run_sync(_write, out, writer)
+                try:
+                    await run_sync(_write, out, writer)
+                except OSError:  # a full or read-only inbox: still read the body, so the answer arrives
+                    await _drain(body, 0)
+                    raise
         if received.too_large:
             raise _too_large(limit)
         try:
