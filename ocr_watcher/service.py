@@ -19,11 +19,11 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .calls import CallQueue
 from .config import Config, ConfigError, ProfileConfig, load_config
 from .engines.base import Engine, EngineUnavailable
 from .engines.registry import build_engine, build_managed_server, resolve_engine_name
@@ -50,10 +50,6 @@ METADATA_FLUSH_SECONDS = 1.0
 
 WAKE: Any = object()  # put on the event queue to end the main loop's wait early
 T = TypeVar("T")
-
-
-class NotServing(Exception):
-    """The daemon is stopping (or stopped) and takes no more requests."""
 
 
 def engine_key(name: str, profile: ProfileConfig) -> tuple:
@@ -111,8 +107,7 @@ class Service:
         self._last_outbox_scan = 0.0
         self._last_rescan = time.monotonic()
         self.last_tick: float | None = None  # monotonic; read by other threads to judge liveness
-        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
-        self._serving_calls = True
+        self._calls = CallQueue(wake=lambda: self.events.put(WAKE))
         self.pipeline = self._build_pipeline()
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -260,7 +255,7 @@ class Service:
         if now - self._last_rescan >= self.config.intake.rescan_interval_seconds:
             self.intake.forget_reports()
             self._last_rescan = now
-        self._run_calls()
+        self._calls.run_pending()
         self.last_tick = time.monotonic()
         self.hooks.on_tick(self)
         if self._reload_requested:  # after the hooks, so that they see it begin (RELOADING=1)
@@ -288,8 +283,8 @@ class Service:
         finished pages are on disk), record every job's state, release the worker lock."""
         grace = self.config.pipeline.shutdown_grace_seconds
         log.info("stopping: no new claims; finishing %d pages in flight (up to %g s)", self.pipeline.busy, grace)
-        self._serving_calls = False
-        self._run_calls()  # requests that arrived before the stop: answered (with NotServing)
+        self._calls.serving = False
+        self._calls.run_pending()  # requests that arrived before the stop: answered (with NotServing)
         self.hooks.on_stop(self)
         self.intake.stop_watching()
         self.pipeline.stop(grace)
@@ -313,7 +308,7 @@ class Service:
         if self.managed_server is not None:
             self.managed_server.stop()
         self._write_heartbeat(stopped=True)  # our jobs may be taken over now, not after a lease
-        self._run_calls()  # HTTP requests that raced the stop: answered, not left waiting
+        self._calls.run_pending()  # HTTP requests that raced the stop: answered, not left waiting
         self.hooks.on_exit(self)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -332,10 +327,10 @@ class Service:
             except Exception:
                 log.exception("internal error while claiming %s; recovery will finish it", request.inbox_path)
 
-    def _claim(self, request: ClaimRequest) -> str | None:
+    def _claim(self, request: ClaimRequest, *, give_back: bool = False) -> str | None:
         """Claim one file into a job and start on it; None when another daemon (or a person) took
         the file first. The one code path for inbox files and HTTP uploads alike."""
-        job_id = self.claimer.claim(request)
+        job_id = self.claimer.claim(request, give_back=give_back)
         if job_id is None:
             return None
         meta = self.store.try_load(job_id)
@@ -350,28 +345,8 @@ class Service:
 
     # -- requests from other threads (the HTTP API) ------------------------------------------------
     def call(self, fn: Callable[[], T], timeout: float = 60.0) -> T:
-        """Run `fn` on the main thread, where job state may change, and return its result (or raise
-        its exception). For other threads; waits at most `timeout` seconds."""
-        if not self._serving_calls:
-            raise NotServing("the daemon is stopping")
-        future: Future = Future()
-        self._calls.put((fn, future))
-        self.events.put(WAKE)
-        return future.result(timeout)
-
-    def _run_calls(self) -> None:
-        while True:
-            try:
-                fn, future = self._calls.get_nowait()
-            except queue.Empty:
-                return
-            if not self._serving_calls:
-                future.set_exception(NotServing("the daemon is stopping"))
-                continue
-            try:
-                future.set_result(fn())
-            except BaseException as exc:  # handed to the caller, who reports it
-                future.set_exception(exc)
+        """Run `fn` on the main thread, where job state may change (see calls.CallQueue)."""
+        return self._calls.call(fn, timeout)
 
     def claim_upload(self, inbox_path: str, filename: str, profile: str, sniff: Sniff, sha256: str) -> str:
         """Main thread (via `call`): an uploaded file, already in the inbox's hidden upload area,
@@ -380,7 +355,9 @@ class Service:
         request = claim_request(
             self.config, engine, inbox_path, profile, sniff, source_name=filename, origin="http", sha256=sha256
         )
-        job_id = self._claim(request)
+        # give_back: a job that cannot be built now leaves no trace, so the client's "503, send it
+        # again" can never make a second job.
+        job_id = self._claim(request, give_back=True)
         if job_id is None:
             raise FileNotFoundError(f"the uploaded file {inbox_path} disappeared before it was claimed")
         return job_id

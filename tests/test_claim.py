@@ -593,3 +593,115 @@ def test_crash_during_cross_filesystem_copy_is_redone_by_recovery(inbox, shm_out
     assert where_is(data, inbox, shm_outbox) == [shm_outbox / job_id / "input.pdf"]
     assert leftover_staging(store) == []
     assert temp_files(shm_outbox) == []
+
+
+# -- giving the file back (HTTP uploads): a job that cannot be built leaves no trace -----------------
+class OutboxRefused(OSError):
+    """Stands for ENOSPC or EROFS from the outbox: an error the daemon lives through."""
+
+
+def _refuse(monkeypatch, point: str) -> None:
+    """The outbox refuses the build at `point` (the same points a crash was injected at above)."""
+
+    def boom(*args, **kwargs):
+        raise OutboxRefused(28, "No space left on device")
+
+    if point == "writing_metadata":
+        real = claim_module.atomic_write_json
+        monkeypatch.setattr(
+            claim_module,
+            "atomic_write_json",
+            lambda path, *a, **k: boom() if Path(path).name == "metadata.json" else real(path, *a, **k),
+        )
+    elif point == "copying":
+        monkeypatch.setattr(claim_module, "_copy_durably", boom)
+    else:
+        monkeypatch.setattr(Claimer, point, boom)
+
+
+@pytest.mark.parametrize("point", ["writing_metadata", "_publish"])
+def test_a_refused_build_with_give_back_leaves_the_file_where_it_was_and_no_job(inbox, store, monkeypatch, point):
+    # Given an upload waiting in the inbox's upload area, and an outbox that refuses the build at `point`
+    data = drop(inbox, f"{INTERNAL_DIR}/uploads/0123abcd.part")
+    with monkeypatch.context() as mp:
+        _refuse(mp, point)
+        # When it is claimed with give_back
+        with pytest.raises(OutboxRefused):
+            Claimer(inbox, store, ME).claim(request(f"{INTERNAL_DIR}/uploads/0123abcd.part"), give_back=True)
+    # Then the file is back at its path, byte for byte, and there is no claim, staging folder or job
+    assert where_is(data, inbox, store.root) == [inbox / INTERNAL_DIR / "uploads" / "0123abcd.part"]
+    assert leftover_claims(inbox) == [] and leftover_staging(store) == [] and jobs(store) == []
+    # And recovery, later, has nothing to finish: the client's "failed" stays true
+    assert Claimer(inbox, store, ME).recover(lambda w: True) == []
+    assert jobs(store) == []
+
+
+def test_a_refused_build_without_give_back_stays_claimed_for_recovery(inbox, store, monkeypatch):
+    # Given an inbox file and an outbox that refuses the build
+    data = drop(inbox, "a.pdf")
+    with monkeypatch.context() as mp:
+        _refuse(mp, "writing_metadata")
+        with pytest.raises(OutboxRefused):
+            Claimer(inbox, store, ME).claim(request("a.pdf"))
+    # Then the file waits in the claim area (nobody else holds it), and recovery makes the one job
+    assert inbox_files(inbox) == [] and len(where_is(data, inbox, store.root)) == 1
+    assert len(Claimer(inbox, store, ME).recover(lambda w: False)) == 1
+    (job_id,) = jobs(store)
+    assert where_is(data, inbox, store.root) == [store.root / job_id / "input.pdf"]
+
+
+def test_give_back_never_overwrites_a_file_dropped_at_the_same_path_meanwhile(inbox, store, monkeypatch):
+    # Given a claim whose build is refused, and a person dropping a new file of the same name meanwhile
+    first = drop(inbox, "a.pdf", b"%PDF-1.4\nfirst\n%%EOF\n")
+    second = b"%PDF-1.4\nsecond\n%%EOF\n"
+    real = claim_module.atomic_write_json
+
+    def write(path, *a, **k):
+        if Path(path).name == "metadata.json":
+            (inbox / "a.pdf").write_bytes(second)
+            raise OutboxRefused(28, "No space left on device")
+        return real(path, *a, **k)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(claim_module, "atomic_write_json", write)
+        with pytest.raises(OutboxRefused):
+            Claimer(inbox, store, ME).claim(request("a.pdf"), give_back=True)
+    # Then both files still exist: the new one in the inbox, the first one still claimed
+    assert where_is(second, inbox, store.root) == [inbox / "a.pdf"]
+    assert len(where_is(first, inbox, store.root)) == 1
+    # And recovery makes the first one's job; the second is claimed as usual afterwards
+    assert len(Claimer(inbox, store, ME).recover(lambda w: False)) == 1
+    assert Claimer(inbox, store, ME).claim(request("a.pdf")) is not None
+    assert len(jobs(store)) == 2
+
+
+def test_a_refused_cross_filesystem_copy_with_give_back_leaves_the_original(inbox, shm_outbox, monkeypatch):
+    # Given an outbox on another filesystem that refuses the copy
+    store = JobStore(shm_outbox, fsync=False)
+    data = drop(inbox, "up.part", os.urandom(50_000))
+    with monkeypatch.context() as mp:
+        _refuse(mp, "copying")
+        with pytest.raises(OutboxRefused):
+            Claimer(inbox, store, ME).claim(request("up.part"), give_back=True)
+    # Then the original is back, and nothing is left on either side
+    assert where_is(data, inbox, shm_outbox) == [inbox / "up.part"]
+    assert leftover_claims(inbox) == [] and leftover_staging(store) == [] and jobs(store) == []
+
+
+def test_a_failure_after_publishing_still_returns_the_job(inbox, store, monkeypatch):
+    # Given a claim whose job is published, and then tidying (syncing the outbox folder) fails
+    data = drop(inbox, "a.pdf")
+    real = Claimer._publish
+
+    def publish(self, staged, final):
+        real(self, staged, final)
+        raise OutboxRefused(5, "Input/output error")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(Claimer, "_publish", publish)
+        job_id = Claimer(inbox, store, ME).claim(request("a.pdf"), give_back=True)
+    # Then the caller is told the job it made (it exists), and recovery only tidies
+    assert jobs(store) == [job_id]
+    Claimer(inbox, store, ME).recover(lambda w: False)
+    assert where_is(data, inbox, store.root) == [store.root / job_id / "input.pdf"]
+    assert leftover_claims(inbox) == []

@@ -196,3 +196,41 @@ def test_an_upload_into_a_full_inbox_is_refused_clearly_and_leaves_nothing(
     finally:
         daemon.stop()
     assert job["status"] == "completed"
+
+
+def test_an_upload_the_full_outbox_refuses_gets_503_and_never_becomes_a_job_later(
+    tmpfs: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Given a full outbox, when a PDF is uploaded over HTTP, then the client gets 503 and nothing of
+    it is kept: no job, no claim, no upload file. Once space returns, recovery (which runs on every
+    outbox scan) must not make the job the client was told failed; the client's retry makes exactly
+    one job. (Before the fix the claim stayed behind, so the retry made a second job.)"""
+    import requests
+
+    small_outbox = tmpfs("4m")
+    pdf = text_pdf(tmp_path / "refused.pdf", [["Sent twice, made once."]])
+    daemon = Daemon(tmp_path, outbox=small_outbox, engine="text", jobs={"outbox_scan_interval_seconds": 0.2}).start()
+    try:
+        base = daemon.http_url
+        filler = _fill(small_outbox)
+        with open(pdf, "rb") as fh:
+            refused = requests.post(f"{base}/jobs/create", files={"file": ("refused.pdf", fh)}, timeout=60)
+        assert refused.status_code == 503, refused.text
+        assert "cannot create the job" in refused.json()["detail"]
+        internal = daemon.inbox / ".ocr-watcher"
+        assert list((internal / "uploads").iterdir()) == []
+        assert not (internal / "claims").exists() or list((internal / "claims").iterdir()) == []
+        filler.unlink()
+        time.sleep(1.5)  # several outbox scans, each of which runs claim recovery
+        assert daemon.alive(), daemon.log()[-3000:]
+        assert requests.get(f"{base}/jobs", timeout=10).json()["total"] == 0
+        assert [p.name for p in small_outbox.iterdir() if not p.name.startswith(".")] == []
+        with open(pdf, "rb") as fh:
+            accepted = requests.post(f"{base}/jobs/create", files={"file": ("refused.pdf", fh)}, timeout=60)
+        assert accepted.status_code == 200, accepted.text
+        job = daemon.wait_for_job("refused.pdf", TERMINAL, timeout=30)
+        jobs_made = [p.name for p in small_outbox.iterdir() if not p.name.startswith(".")]
+    finally:
+        daemon.stop()
+    assert job["status"] == "completed"
+    assert jobs_made == [job["job_id"]] == [accepted.json()["job_id"]]

@@ -74,8 +74,14 @@ class Claimer:
         self.store = store
         self.worker_id = worker_id
 
-    def claim(self, request: ClaimRequest, now: datetime | None = None) -> str | None:
-        """Claim one inbox file; the new job id, or None when another daemon (or a person) was first."""
+    def claim(self, request: ClaimRequest, now: datetime | None = None, *, give_back: bool = False) -> str | None:
+        """Claim one inbox file; the new job id, or None when another daemon (or a person) was first.
+
+        When the job cannot be built (a full or read-only outbox), the claim normally stays for
+        recovery to finish later: the inbox file has nobody else to hold it. With `give_back` the
+        file goes back where it came from and the error is raised with no trace of a job left, for
+        a caller (an HTTP upload) that answers "failed" and whose client will send it again.
+        """
         now = now or utc_now()
         name = request.source_name or Path(request.inbox_path).name
         job_id = new_job_id(name, now)
@@ -99,7 +105,16 @@ class Claimer:
                 return None
         # No fsync of the rename itself: if a crash undoes it, the file is back in the inbox and
         # recovery rolls the claim back; the steps after it are journaled after it.
-        self._finish(record, claim_dir)
+        try:
+            self._finish(record, claim_dir)
+        except OSError:
+            if self.store.paths(job_id).dir.exists():
+                # Published; only tidying failed (recovery finishes it). The job exists, so say so.
+                log.warning("%s: claimed, but the claim folder could not be tidied yet", job_id, exc_info=True)
+                return job_id
+            if give_back and self._give_back(request, claim_dir, job_id):
+                log.info("%s: not created (the outbox refused it); %s given back", job_id, request.inbox_path)
+            raise
         return job_id
 
     def recover(self, is_abandoned) -> list[str]:
@@ -135,6 +150,23 @@ class Claimer:
         return finished
 
     # -- internals -----------------------------------------------------------------------------
+    def _give_back(self, request: ClaimRequest, claim_dir: Path, job_id: str) -> bool:
+        """Undo an unpublished claim: the input back to its inbox path, claim and staging removed.
+        False (the claim stays for recovery) when the input cannot be put back."""
+        staged = self.store.layout.staging / job_id
+        held = _input_in(claim_dir) or _input_in(staged)  # the original, wherever the build left it
+        source = self.inbox.root / request.inbox_path
+        if held is None or source.exists():
+            return False
+        try:
+            os.rename(held, source)  # on the inbox's filesystem: needs no free space
+        except OSError:
+            log.exception("%s: cannot give %s back; recovery finishes the claim", job_id, request.inbox_path)
+            return False
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.rmtree(claim_dir, ignore_errors=True)
+        return True
+
     def _finish(self, record: ClaimRecord, claim_dir: Path) -> bool:
         """Steps 3-4; idempotent, so recovery can run it again from any point."""
         job_id = record.job_id
