@@ -1,11 +1,13 @@
-"""Shared helpers for the benchmarks: a daemon subprocess, waiting on the outbox, /proc figures, stats.
+"""Shared helpers for the benchmarks: a daemon subprocess, waiting on the outbox, /proc figures, stats,
+and `Bench`, the command line and output every benchmark's main() shares.
 
 Benchmarks print figures; they assert nothing about time. Each one writes its figures as JSON to
-bench/results/<name>.json (git-ignored).
+bench/results/<name>.json (git-ignored), or to the path given with --json.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
@@ -16,11 +18,11 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, TypeVar
 
 import yaml
 
@@ -36,12 +38,21 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 TERMINAL = {"completed", "failed", "cancelled"}
 # Never let retention touch a benchmark's outbox (the defaults keep only 1000 jobs).
 NO_RETENTION = {"max_job_storage_mb": 10**9, "max_job_count": 10**9, "max_job_age_hours": 10**6}
+T = TypeVar("T")
 
 
 # -- statistics -------------------------------------------------------------------------------------
 def median(values: Iterable[float]) -> float:
     values = list(values)
     return statistics.median(values) if values else math.nan
+
+
+def medians(runs: list[dict[str, Any]], skip: Iterable[str] = ()) -> dict[str, float]:
+    """Field -> median over `runs` for every numeric field of the first run (lists, strings and `skip`
+    left out), in the first run's order: the summary of a benchmark's repetitions."""
+    left_out = set(skip)
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and k not in left_out]
+    return {key: median(r[key] for r in runs) for key in keys}
 
 
 def percentile(values: Iterable[float], p: float) -> float:
@@ -379,9 +390,11 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def write_results(name: str, data: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_results(name: str, data: dict[str, Any], path: Path | None = None) -> Path:
+    """The figures as JSON, with the benchmark's name and the machine: bench/results/<name>.json unless
+    `path` is given."""
+    path = path or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"benchmark": name, "machine": machine_info(), **data}, indent=2) + "\n")
     return path
 
@@ -402,3 +415,77 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
+
+
+def print_figures(title: str, headers: list[str], rows: list[list[Any]]) -> None:
+    """A benchmark's figures: a blank line, what was measured, then the table."""
+    print()
+    print(title)
+    print(table(headers, rows))
+
+
+def repeat(
+    count: int, one: Callable[[int], T], line: Callable[[T], str], *, label: str = "", stream: TextIO | None = None
+) -> list[T]:
+    """`one(index)` for each of `count` runs, printing `  <label>run i/count: <line(result)>` after each
+    (to stdout unless `stream`), so that a long benchmark shows its progress."""
+    results: list[T] = []
+    for index in range(count):
+        results.append(one(index))
+        print(f"  {label}run {index + 1}/{count}: {line(results[-1])}", file=stream, flush=True)
+    return results
+
+
+# -- the command line -----------------------------------------------------------------------------
+class Bench:
+    """One benchmark's command line and result file, so that its main() holds only what it measures.
+
+    Every benchmark gets --json PATH (where its figures go; default bench/results/<name>.json); one
+    with a quick mode gets --quick, and its size flags (`sized`) take their full or quick default when
+    not given; one that takes diagnostic config variants gets --set KEY=VALUE (parsed into args.extra).
+    """
+
+    def __init__(
+        self, name: str, doc: str, *, quick: str | None = None, sets: bool = False, whole_doc: bool = False
+    ) -> None:
+        self.name = name
+        if whole_doc:  # the whole module docstring, laid out as written
+            self.parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        else:
+            self.parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+        self.has_quick = quick is not None
+        if quick is not None:
+            self.parser.add_argument("--quick", action="store_true", help=quick)
+        self.sets = sets
+        self._sized: dict[str, tuple[float, float]] = {}
+        self.args = argparse.Namespace()
+
+    def add(self, *flags: str, **options: Any) -> argparse.Action:
+        """parser.add_argument, for the benchmark's own flags."""
+        return self.parser.add_argument(*flags, **options)
+
+    def sized(self, flag: str, kind: type, full: float, quick: float, help: str) -> None:
+        """A size flag whose default depends on --quick: `help (default FULL; quick QUICK)`."""
+        assert self.has_quick, "a sized flag needs a quick mode"
+        action = self.parser.add_argument(flag, type=kind, help=f"{help} (default {full:,g}; quick {quick:,g})")
+        self._sized[action.dest] = (full, quick)
+
+    def parse(self, argv: list[str] | None = None) -> argparse.Namespace:
+        # The shared flags come last, after the benchmark's own (where --set always stood in --help).
+        if self.sets:
+            self.add("--set", action="append", metavar="KEY=VALUE", help="extra config, e.g. jobs.fsync=false")
+        self.add("--json", type=Path, metavar="PATH", help=f"figures file (default bench/results/{self.name}.json)")
+        args = self.parser.parse_args(argv)
+        for dest, (full, quick) in self._sized.items():
+            if not getattr(args, dest):  # not given (or 0, as the benchmarks always read it): the mode's size
+                setattr(args, dest, quick if args.quick else full)
+        if self.sets:
+            args.extra = parse_sets(args.set)
+        self.args = args
+        return args
+
+    def finish(self, data: dict[str, Any]) -> int:
+        """Write the figures (bench/results/<name>.json or --json), say where; main()'s exit status."""
+        path = write_results(self.name, data, self.args.json)
+        print(f"figures: {path}")
+        return 0

@@ -59,19 +59,19 @@ from urllib.request import urlopen
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    Bench,
     Daemon,
     build_outbox,
     machine_busy_seconds,
     make_completed_job,
-    median,
+    medians,
     merge,
     percentile,
+    print_figures,
     read_meta,
-    table,
     temp_root,
     tree_cpu_seconds,
     wait_for_jobs,
-    write_results,
 )
 
 NAME = "api_load"
@@ -518,20 +518,13 @@ def upload_run(root: Path, pdf: Path, args: argparse.Namespace, run: int) -> dic
 # -- summary ------------------------------------------------------------------------------------------
 def summarise(runs: list[dict]) -> dict:
     """{"median": field -> median over runs (errors: total), "runs": [...]}."""
-    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float))]
-    med = {key: median(r[key] for r in runs) for key in keys}
+    med = medians(runs)
     if "errors" in med:
         med["errors"] = sum(r["errors"] for r in runs)
     return {"median": med, "runs": runs}
 
 
 def print_polling(polling: dict, args: argparse.Namespace) -> None:
-    print()
-    print(
-        f"GET /jobs/{{id}} with {args.jobs:,} completed jobs in the outbox vs GET /healthz: {args.pollers} "
-        f"keep-alive connections, {args.seconds:g} s measured after {WARMUP:g} s warm-up, median of {args.runs} "
-        f"({args.client} client)"
-    )
     rows = []
     for shape in SHAPES:
         for target in TARGETS:
@@ -544,7 +537,13 @@ def print_polling(polling: dict, args: argparse.Namespace) -> None:
                 + [sched, int(m["errors"]), m["server_cpu_share"], m["client_cpu_share"], m["foreign_cores"]]
             )
     headers = ["shape", "endpoint", "offered/s", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "p99 sched ms"]
-    print(table([*headers, "errors", "server CPU", "client CPU", "other load"], rows))
+    print_figures(
+        f"GET /jobs/{{id}} with {args.jobs:,} completed jobs in the outbox vs GET /healthz: {args.pollers} "
+        f"keep-alive connections, {args.seconds:g} s measured after {WARMUP:g} s warm-up, median of {args.runs} "
+        f"({args.client} client)",
+        [*headers, "errors", "server CPU", "client CPU", "other load"],
+        rows,
+    )
     for shape in SHAPES:
         job, healthz = polling[shape]["job"]["median"], polling[shape]["healthz"]["median"]
         ratio = job["requests_per_s"] / healthz["requests_per_s"]
@@ -562,11 +561,6 @@ def print_polling(polling: dict, args: argparse.Namespace) -> None:
 
 
 def print_uploads(uploads: dict, args: argparse.Namespace) -> None:
-    print()
-    print(
-        f"uploads: {args.uploads} x {args.upload_mb:g} MiB PDF to POST /jobs/create vs copying the same files with "
-        f"`ocr-watcher submit`'s code (write + fsync), median of {args.runs}"
-    )
     rows = []
     for clients in UPLOAD_CLIENTS:
         up, cp = uploads[f"upload_{clients}"]["median"], uploads[f"copy_{clients}"]["median"]
@@ -577,8 +571,12 @@ def print_uploads(uploads: dict, args: argparse.Namespace) -> None:
         )
         rows.append([f"copy + fsync, {clients} at a time", cp["mb_per_s"], cp["files_per_s"], 1000 / cp["files_per_s"]])
         rows[-1] += ["", "", "", "", ""]
-    headers = ["", "MB/s", "files/s", "p50 ms", "errors", "server CPU", "client CPU", "other load", "upload/copy"]
-    print(table(headers, rows))
+    print_figures(
+        f"uploads: {args.uploads} x {args.upload_mb:g} MiB PDF to POST /jobs/create vs copying the same files with "
+        f"`ocr-watcher submit`'s code (write + fsync), median of {args.runs}",
+        ["", "MB/s", "files/s", "p50 ms", "errors", "server CPU", "client CPU", "other load", "upload/copy"],
+        rows,
+    )
     done = [uploads[f"upload_{c}"]["median"]["jobs_finished_by_end"] for c in UPLOAD_CLIENTS]
     print(
         f"  the daemon (engine text, 1 worker) processed the jobs meanwhile: {done[0]:.0f} and {done[1]:.0f} of "
@@ -596,30 +594,25 @@ def _warn_noisy(foreign: list[float]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1 run, 1,000 jobs, 3 s, 10 uploads")
-    parser.add_argument("--runs", type=int, help="runs (default 3; quick 1)")
-    parser.add_argument("--jobs", type=int, help="completed jobs in the outbox (default 10,000; quick 1,000)")
-    parser.add_argument("--seconds", type=float, help="seconds measured per load phase (default 10; quick 3)")
-    parser.add_argument("--pollers", type=int, default=50, help="concurrent connections polling (default 50)")
-    parser.add_argument("--uploads", type=int, help="uploads per shape (default 100; quick 10)")
-    parser.add_argument("--upload-mb", type=float, default=5.0, help="size of the uploaded PDF in MiB (default 5)")
-    parser.add_argument("--skip-polling", action="store_true")
-    parser.add_argument("--skip-uploads", action="store_true")
-    parser.add_argument(
+    bench = Bench(NAME, __doc__, quick="1 run, 1,000 jobs, 3 s, 10 uploads")
+    bench.sized("--runs", int, 3, 1, "runs")
+    bench.sized("--jobs", int, 10_000, 1000, "completed jobs in the outbox")
+    bench.sized("--seconds", float, 10.0, 3.0, "seconds measured per load phase")
+    bench.add("--pollers", type=int, default=50, help="concurrent connections polling (default 50)")
+    bench.sized("--uploads", int, 100, 10, "uploads per shape")
+    bench.add("--upload-mb", type=float, default=5.0, help="size of the uploaded PDF in MiB (default 5)")
+    bench.add("--skip-polling", action="store_true")
+    bench.add("--skip-uploads", action="store_true")
+    bench.add(
         "--client",
         choices=["raw", "httpx", "httpx-shared"],
         default="raw",
         help="load generator: raw HTTP/1.1 (default), an httpx.AsyncClient per connection, or one shared httpx pool",
     )
-    parser.add_argument("--client-spec", type=Path, help=argparse.SUPPRESS)  # the load generator's own process
-    args = parser.parse_args()
+    bench.add("--client-spec", type=Path, help=argparse.SUPPRESS)  # the load generator's own process
+    args = bench.parse()
     if args.client_spec:
         return client_main(args.client_spec)
-    args.runs = args.runs or (1 if args.quick else 3)
-    args.jobs = args.jobs or (1000 if args.quick else 10_000)
-    args.seconds = args.seconds or (3.0 if args.quick else 10.0)
-    args.uploads = args.uploads or (10 if args.quick else 100)
 
     results: dict[str, Any] = {
         "quick": args.quick,
@@ -668,9 +661,7 @@ def main() -> int:
         print_polling(results["polling"], args)
     if "uploads" in results:
         print_uploads(results["uploads"], args)
-    path = write_results(NAME, results)
-    print(f"figures: {path}")
-    return 0
+    return bench.finish(results)
 
 
 if __name__ == "__main__":

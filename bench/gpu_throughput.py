@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, median, parse_iso, percentile, running, temp_root, wait_for_jobs, write_results  # noqa: E402
+from _common import REPO, Bench, median, parse_iso, percentile, running, temp_root, wait_for_jobs  # noqa: E402
 
 DPI = 144
 MAX_SIDE_PX = 3000
@@ -221,23 +221,23 @@ def daemon_run(server: str, model: str, pdfs: list[Path], pages: int, args: argp
 
 # -- main -------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--pdfs", type=Path, required=True, help="a folder of PDFs (all of them are used)")
-    where = parser.add_mutually_exclusive_group(required=True)
+    bench = Bench("gpu_throughput", __doc__)
+    bench.add("--pdfs", type=Path, required=True, help="a folder of PDFs (all of them are used)")
+    where = bench.parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--server", help="a running vLLM server, http://host:port")
     where.add_argument("--managed", action="store_true", help="start `vllm serve` here (ManagedServer)")
-    parser.add_argument("--model", default="deepseek-ai/DeepSeek-OCR")
-    parser.add_argument("--port", type=int, default=8000, help="--managed: the port to serve on")
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
-    parser.add_argument("--concurrency", type=int, default=256, help="requests in flight (and vllm.max_in_flight)")
-    parser.add_argument("--max-tokens", type=int, default=8192)
-    parser.add_argument("--small-after", type=float, default=20.0, help="seconds before the 1-page job is dropped")
-    parser.add_argument("--timeout", type=float, default=4 * 3600, help="for the daemon phase")
-    args = parser.parse_args(argv)
+    bench.add("--model", default="deepseek-ai/DeepSeek-OCR")
+    bench.add("--port", type=int, default=8000, help="--managed: the port to serve on")
+    bench.add("--gpu-memory-utilization", type=float, default=0.9)
+    bench.add("--concurrency", type=int, default=256, help="requests in flight (and vllm.max_in_flight)")
+    bench.add("--max-tokens", type=int, default=8192)
+    bench.add("--small-after", type=float, default=20.0, help="seconds before the 1-page job is dropped")
+    bench.add("--timeout", type=float, default=4 * 3600, help="for the daemon phase")
+    args = bench.parse(argv)
 
     pdfs = sorted(p for p in args.pdfs.iterdir() if p.suffix.lower() == ".pdf")
     if not pdfs:
-        parser.error(f"no PDFs in {args.pdfs}")
+        bench.parser.error(f"no PDFs in {args.pdfs}")
     managed = None
     server = (args.server or "").rstrip("/")
     if args.managed:
@@ -272,8 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"daemon:     {daemon['pages_per_s']:.2f} pages/s, GPU {daemon['gpu']['utilization_mean_pct']:.0f}%")
     print(f"ratio daemon / vLLM alone: {ratio:.3f}")
     print(f"1-page job behind the backlog: {daemon['small_job_latency_s']:.1f} s")
-    path = write_results(
-        "gpu_throughput",
+    return bench.finish(
         {
             "server": server,
             "model": args.model,
@@ -283,10 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             "daemon": daemon,
             "ratio": ratio,
             "repo": str(REPO),
-        },
+        }
     )
-    print(f"written to {path}")
-    return 0
 
 
 if __name__ == "__main__":

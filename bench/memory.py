@@ -21,7 +21,6 @@ Target: < 150 MB RSS, engine processes aside.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -30,15 +29,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    Bench,
     Daemon,
     Meter,
     build_outbox,
     make_completed_job,
     median,
+    print_figures,
     proc_status,
-    table,
     temp_root,
-    write_results,
 )
 
 from tests.pdfgen import sample_lines, text_pdf  # noqa: E402
@@ -148,15 +147,13 @@ def time_scans(config_path: Path, outbox: Path, reps: int = 3) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2,000 + 2,000 files")
-    parser.add_argument("--files", type=int, help="inbox files and outbox jobs, each (default 10,000; quick 2,000)")
-    parser.add_argument("--window", type=float, help="seconds to run each daemon (default 16; quick 11)")
-    args = parser.parse_args()
+    bench = Bench(NAME, __doc__, quick="2,000 + 2,000 files")
+    bench.sized("--files", int, 10_000, 2000, "inbox files and outbox jobs, each")
     # Scans happen at start and then every POLL / OUTBOX_SCAN seconds: 16 s sees 1 + 3 outbox scans
     # and 8 inbox scans; 11 s sees 1 + 2 outbox scans (3 in all) and 5 inbox scans.
-    args.window = args.window or (2 * OUTBOX_SCAN + 1 if args.quick else 3 * OUTBOX_SCAN + 1)
-    n = args.files or (2000 if args.quick else 10_000)
+    bench.sized("--window", float, 3 * OUTBOX_SCAN + 1, 2 * OUTBOX_SCAN + 1, "seconds to run each daemon")
+    args = bench.parse()
+    n = args.files
 
     with temp_root(NAME) as root:
         # The idle baseline runs while the template and the backlog are made (it only sits there).
@@ -196,12 +193,12 @@ def main() -> int:
         ["idle, empty folders", baseline["rss_mb"], baseline["rss_max_sampled_mb"], baseline["hwm_mb"]],
         [f"{n:,} waiting + {n:,} done", busy["rss_mb"], busy["rss_max_sampled_mb"], busy["hwm_mb"]],
     ]
-    print()
-    print(
+    print_figures(
         f"memory: main daemon process only, after a {args.window:.0f} s window (poll {POLL} s, outbox scan "
-        f"{OUTBOX_SCAN} s); target < {TARGET_MB} MB"
+        f"{OUTBOX_SCAN} s); target < {TARGET_MB} MB",
+        ["", "VmRSS MB", "max sampled MB", "VmHWM MB"],
+        rows,
     )
-    print(table(["", "VmRSS MB", "max sampled MB", "VmHWM MB"], rows))
     growth = busy["rss_mb"] - baseline["rss_mb"]
     print(f"growth over idle: {growth:.1f} MB = {1024 * growth / (2 * n):.2f} kB per file+job")
     print(
@@ -219,8 +216,7 @@ def main() -> int:
         f"{1000 * scans['inbox_scan_s']:.0f} ms; sniffing all {1000 * scans['inbox_sniff_all_s']:.0f} ms; "
         f"reading all {scans['outbox_jobs_loaded']:,} job metadata {1000 * scans['outbox_load_all_s']:.0f} ms"
     )
-    path = write_results(
-        NAME,
+    return bench.finish(
         {
             "quick": args.quick,
             "files": n,
@@ -231,10 +227,8 @@ def main() -> int:
             "loaded": busy,
             "growth_mb": growth,
             "scans": scans,
-        },
+        }
     )
-    print(f"figures: {path}")
-    return 0
 
 
 if __name__ == "__main__":

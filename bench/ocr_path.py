@@ -15,7 +15,6 @@ Target: daemon time / bare time <= 1.10.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -28,16 +27,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    Bench,
     Meter,
     machine_busy_seconds,
     median,
+    medians,
     parse_iso,
+    print_figures,
+    repeat,
     running,
     self_cpu_seconds,
-    table,
     temp_root,
     wait_for_jobs,
-    write_results,
 )
 
 from ocr_watcher.config import TesseractConfig  # noqa: E402
@@ -146,20 +147,18 @@ def daemon_run(pdf: Path) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="10 pages, 1 run of each")
-    parser.add_argument("--pages", type=int, help="pages (default 40; quick 10)")
-    parser.add_argument("--reps", type=int, help="runs of each (default 3; quick 1)")
-    parser.add_argument(
+    bench = Bench(NAME, __doc__, quick="10 pages, 1 run of each")
+    bench.sized("--pages", int, 40, 10, "pages")
+    bench.sized("--reps", int, 3, 1, "runs of each")
+    bench.add(
         "--page",
         choices=["letter", "small"],
         default="letter",
         help="letter: full 8.5x11 in pages of 40 lines scanned at 300 dpi, like a real office scan "
         "(default); small: the test suite's 4.25x3 in pages of 6 lines, where rendering weighs more",
     )
-    args = parser.parse_args()
-    n_pages = args.pages or (10 if args.quick else 40)
-    reps = args.reps or (1 if args.quick else 3)
+    args = bench.parse()
+    n_pages, reps = args.pages, args.reps
 
     with temp_root(f"{NAME}-inputs") as inputs:
         if args.page == "letter":
@@ -172,31 +171,31 @@ def main() -> int:
 
         with Image.open(images[0]) as first:
             bare_size = list(first.size)
-        daemon_runs, bare_runs = [], []
-        for rep in range(reps):
-            d = daemon_run(pdf)
-            daemon_runs.append(d)
-            b = bare_run(images)
-            bare_runs.append(b)
-            print(
-                f"  run {rep + 1}/{reps}: daemon {d['wall_s']:.2f} s, bare {b['wall_s']:.2f} s, "
-                f"ratio {d['wall_s'] / b['wall_s']:.3f}; other load {d['foreign_cores']:.2f} / "
-                f"{b['foreign_cores']:.2f} cores",
-                flush=True,
-            )
+        pairs = repeat(  # daemon then bare in each run, so that both see the same machine
+            reps,
+            lambda _: (daemon_run(pdf), bare_run(images)),
+            lambda pair: (
+                f"daemon {pair[0]['wall_s']:.2f} s, bare {pair[1]['wall_s']:.2f} s, "
+                f"ratio {pair[0]['wall_s'] / pair[1]['wall_s']:.3f}; other load {pair[0]['foreign_cores']:.2f} / "
+                f"{pair[1]['foreign_cores']:.2f} cores"
+            ),
+        )
+        daemon_runs, bare_runs = [d for d, _ in pairs], [b for _, b in pairs]
 
     d_wall = median(r["wall_s"] for r in daemon_runs)
     b_wall = median(r["wall_s"] for r in bare_runs)
     ratios = [d["wall_s"] / b["wall_s"] for d, b in zip(daemon_runs, bare_runs, strict=True)]
-    d_med = {key: median(r[key] for r in daemon_runs) for key in daemon_runs[0] if key != "page_size_px"}
+    d_med = medians(daemon_runs)  # every figure but page_size_px (a list)
     b_cpu = median(r["cpu_s"] for r in bare_runs)
     rows = [
         ["daemon", d_wall, n_pages / d_wall, d_med["cpu_s"], d_med["cpu_s"] / n_pages],
         ["bare tesseract", b_wall, n_pages / b_wall, b_cpu, b_cpu / n_pages],
     ]
-    print()
-    print(f"ocr_path: {n_pages} scanned {args.page} pages, {WORKERS} at a time, dpi {TESS.dpi}, median of {reps}")
-    print(table(["", "wall s", "pages/s", "cpu s", "cpu s/page"], rows))
+    print_figures(
+        f"ocr_path: {n_pages} scanned {args.page} pages, {WORKERS} at a time, dpi {TESS.dpi}, median of {reps}",
+        ["", "wall s", "pages/s", "cpu s", "cpu s/page"],
+        rows,
+    )
     print(f"ratio daemon/bare: {d_wall / b_wall:.3f} (median of per-run ratios {median(ratios):.3f}; target <= 1.10)")
     print(
         f"CPU ratio daemon/bare: {d_med['cpu_s'] / b_cpu:.3f} (daemon CPU includes rendering, which the bare run "
@@ -212,8 +211,7 @@ def main() -> int:
     )
     print(f"page size: daemon {daemon_runs[0]['page_size_px']} px, bare {bare_size} px")
     print(f"tesseract: {bare_runs[0]['binary']} ({bare_runs[0]['binary_source']})")
-    path = write_results(
-        NAME,
+    return bench.finish(
         {
             "quick": args.quick,
             "pages": n_pages,
@@ -234,10 +232,8 @@ def main() -> int:
             "bare_page_size_px": bare_size,
             "daemon_runs": daemon_runs,
             "bare_runs": bare_runs,
-        },
+        }
     )
-    print(f"figures: {path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,26 +16,26 @@ Target: >= 50 jobs/s on 2 cores.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    Bench,
     Meter,
     drop_all,
     make_text_pdfs,
     median,
+    medians,
     merge,
     parse_iso,
-    parse_sets,
     percentile,
+    print_figures,
+    repeat,
     running,
-    table,
     temp_root,
     wait_for_jobs,
-    write_results,
 )
 
 NAME = "overhead"
@@ -85,33 +85,28 @@ def one_run(n: int, max_queued: int, timeout: float, extra: dict) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="200 jobs, 1 repetition, max_queued_jobs 16 and 64")
-    parser.add_argument("--jobs", type=int, help="jobs per run (default 1000; quick 200)")
-    parser.add_argument("--reps", type=int, help="repetitions per configuration (default 3; quick 1)")
-    parser.add_argument("--queued", type=int, nargs="+", default=[16, 64], help="max_queued_jobs values")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra config, e.g. jobs.fsync=false")
-    args = parser.parse_args()
-    extra = parse_sets(args.set)
-    n = args.jobs or (200 if args.quick else 1000)
-    reps = args.reps or (1 if args.quick else 3)
+    bench = Bench(NAME, __doc__, quick="200 jobs, 1 repetition, max_queued_jobs 16 and 64", sets=True)
+    bench.sized("--jobs", int, 1000, 200, "jobs per run")
+    bench.sized("--reps", int, 3, 1, "repetitions per configuration")
+    bench.add("--queued", type=int, nargs="+", default=[16, 64], help="max_queued_jobs values")
+    args = bench.parse()
+    n, reps, extra = args.jobs, args.reps, args.extra
     timeout = max(60.0, n * 0.5)
 
     summary: dict[str, dict] = {}
     rows = []
     for max_queued in args.queued:
-        runs = []
-        for rep in range(reps):
-            result = one_run(n, max_queued, timeout, extra)
-            runs.append(result)
-            print(
-                f"  max_queued_jobs={max_queued} run {rep + 1}/{reps}: {result['jobs_per_second']:.1f} jobs/s, "
-                f"latency median {result['latency_median_s']:.2f} s, p95 {result['latency_p95_s']:.2f} s, "
-                f"main thread busy {result['main_thread_busy']:.0%}, other load {result['foreign_cores']:.2f} cores",
-                flush=True,
-            )
-        keys = [k for k in runs[0] if k != "jobs"]
-        med = {key: median(r[key] for r in runs) for key in keys}
+        runs = repeat(
+            reps,
+            lambda _, queued=max_queued: one_run(n, queued, timeout, extra),  # this iteration's value (B023)
+            lambda r: (
+                f"{r['jobs_per_second']:.1f} jobs/s, latency median {r['latency_median_s']:.2f} s, "
+                f"p95 {r['latency_p95_s']:.2f} s, main thread busy {r['main_thread_busy']:.0%}, "
+                f"other load {r['foreign_cores']:.2f} cores"
+            ),
+            label=f"max_queued_jobs={max_queued} ",
+        )
+        med = medians(runs, skip=["jobs"])
         summary[str(max_queued)] = {"median": med, "runs": runs}
         rows.append(
             [
@@ -129,17 +124,18 @@ def main() -> int:
             ]
         )
 
-    print()
-    print(f"overhead: engine text, {n} one-page PDFs dropped at once, 2 workers, settle {SETTLE} s, median of {reps}")
     headers = ["max_queued", "jobs/s", "vs 50/s", "lat med s", "lat p95 s", "cpu ms/job", "main thr ms/job"]
-    print(table([*headers, "child ms/job", "main thr busy", "other load", "not completed"], rows))
+    print_figures(
+        f"overhead: engine text, {n} one-page PDFs dropped at once, 2 workers, settle {SETTLE} s, median of {reps}",
+        [*headers, "child ms/job", "main thr busy", "other load", "not completed"],
+        rows,
+    )
     print("latency = finished_at - drop time - settle. CPU from /proc between drop and last completion:")
     print("  cpu = daemon process (all threads), main thr = its main loop thread alone, child = render workers;")
     print("  main thr busy = main-thread CPU / wall; other load = cores used by other processes on the machine")
     if extra:
         print(f"extra config: {extra}")
-    path = write_results(
-        NAME,
+    return bench.finish(
         {
             "quick": args.quick,
             "jobs": n,
@@ -148,10 +144,8 @@ def main() -> int:
             "target_jobs_per_second": TARGET_JOBS_PER_S,
             "extra_config": extra,
             "configurations": summary,
-        },
+        }
     )
-    print(f"figures: {path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import Daemon, median, parse_iso, percentile, read_meta, table, temp_root, write_results
+from _common import Bench, Daemon, medians, parse_iso, percentile, print_figures, read_meta, repeat, temp_root
 
 
 def _lease_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -103,49 +103,47 @@ def one_run(root: Path, index: int, source: Path, standby: Daemon, args: argpars
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=7, help="kills to time (at least 5 for a median)")
-    parser.add_argument("--lease", type=float, default=3.0, help="jobs.heartbeat_lease_seconds")
-    parser.add_argument("--scan-interval", type=float, default=0.5, help="jobs.outbox_scan_interval_seconds")
-    parser.add_argument("--pages", type=int, default=3000, help="pages of the job killed mid-way")
-    args = parser.parse_args()
+    bench = Bench("takeover", __doc__, whole_doc=True)
+    bench.add("--runs", type=int, default=7, help="kills to time (at least 5 for a median)")
+    bench.add("--lease", type=float, default=3.0, help="jobs.heartbeat_lease_seconds")
+    bench.add("--scan-interval", type=float, default=0.5, help="jobs.outbox_scan_interval_seconds")
+    bench.add("--pages", type=int, default=3000, help="pages of the job killed mid-way")
+    args = bench.parse()
     from tests.pdfgen import text_pdf
 
-    rows: list[dict[str, float]] = []
     with temp_root("takeover") as root:
         source = text_pdf(root / "long.pdf", [[f"Page {n} of a long document"] for n in range(1, args.pages + 1)])
         outbox = root / "outbox"
         outbox.mkdir()
         standby = Daemon(root / "standby", _lease_config(args) | {"outbox": str(outbox)}, name="standby")
         with standby:
-            for index in range(args.runs):
-                rows.append(one_run(root, index, source, standby, args))
-                row = rows[-1]
-                print(
-                    f"run {index + 1}/{args.runs}: takeover {row['kill_to_takeover_s']:.2f} s, next page "
-                    f"{row['kill_to_next_page_s']:.2f} s after the kill",
-                    file=sys.stderr,
-                )
-    keys = list(rows[0])
-    summary = {
-        key: {"median": median(r[key] for r in rows), "p90": percentile((r[key] for r in rows), 90)} for key in keys
-    }
-    print(f"lease {args.lease:g} s, outbox scan every {args.scan_interval:g} s, {args.runs} kills")
-    print(table(["figure", "median s", "p90 s"], [[k, summary[k]["median"], summary[k]["p90"]] for k in keys]))
+            rows = repeat(
+                args.runs,
+                lambda index: one_run(root, index, source, standby, args),
+                lambda row: (
+                    f"takeover {row['kill_to_takeover_s']:.2f} s, next page "
+                    f"{row['kill_to_next_page_s']:.2f} s after the kill"
+                ),
+                stream=sys.stderr,  # progress only: stdout keeps the figures
+            )
+    med = medians(rows)
+    summary = {key: {"median": med[key], "p90": percentile((r[key] for r in rows), 90)} for key in med}
+    print_figures(
+        f"lease {args.lease:g} s, outbox scan every {args.scan_interval:g} s, {args.runs} kills",
+        ["figure", "median s", "p90 s"],
+        [[k, summary[k]["median"], summary[k]["p90"]] for k in summary],
+    )
     print(
         f"median kill -> next page by another daemon: {summary['kill_to_next_page_s']['median']:.2f} s "
         f"(configured lease {args.lease:g} s)"
     )
-    path = write_results(
-        "takeover",
+    return bench.finish(
         {
             "config": {"lease_s": args.lease, "outbox_scan_interval_s": args.scan_interval, "pages": args.pages},
             "runs": rows,
             "summary": summary,
-        },
+        }
     )
-    print(f"wrote {path}")
-    return 0
 
 
 if __name__ == "__main__":

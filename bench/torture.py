@@ -13,7 +13,6 @@ Target: killed throughput >= 80 % of undisturbed. Writes bench/results/torture.j
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import random
@@ -26,14 +25,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     TERMINAL,
+    Bench,
     Daemon,
     merge,
     parse_iso,
-    parse_sets,
+    print_figures,
     read_meta,
-    table,
     temp_root,
-    write_results,
 )
 
 from tests.pdfgen import sample_lines, scanned_pdf  # noqa: E402
@@ -126,17 +124,14 @@ def run_once(root: Path, batch: list[Path], config: dict, every: float | None, t
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a smaller batch: about 1 minute in all")
-    parser.add_argument("--jobs", type=int, help="PDFs in the batch (default 60; quick 22)")
-    parser.add_argument("--pages", type=int, help="average pages per PDF (default 8; quick 6)")
-    parser.add_argument("--every", type=float, default=10.0, help="seconds between kills (default 10)")
-    parser.add_argument("--seed", type=int, default=5, help="batch seed (default 5)")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra config, e.g. jobs.fsync=false")
-    args = parser.parse_args()
-    jobs = args.jobs or (22 if args.quick else 60)
-    pages = args.pages or (6 if args.quick else 8)
-    config = merge(daemon_config(), parse_sets(args.set))
+    bench = Bench(NAME, __doc__, quick="a smaller batch: about 1 minute in all", sets=True)
+    bench.sized("--jobs", int, 60, 22, "PDFs in the batch")
+    bench.sized("--pages", int, 8, 6, "average pages per PDF")
+    bench.add("--every", type=float, default=10.0, help="seconds between kills (default 10)")
+    bench.add("--seed", type=int, default=5, help="batch seed (default 5)")
+    args = bench.parse()
+    jobs, pages = args.jobs, args.pages
+    config = merge(daemon_config(), args.extra)
     runs = {}
     with temp_root(NAME) as root:
         batch = make_batch(root / "batch", jobs, pages, args.seed)
@@ -149,7 +144,11 @@ def main() -> int:
         [label, r["kills"], r["jobs"], r["completed"], r["pages"], r["seconds"], r["jobs_per_minute"]]
         for label, r in runs.items()
     ]
-    print(table(["run", "kills", "jobs", "completed", "pages", "seconds", "jobs/min"], rows))
+    print_figures(
+        f"torture: {jobs} scanned PDFs ({pages} pages on average), engine tesseract, 2 workers, one run each",
+        ["run", "kills", "jobs", "completed", "pages", "seconds", "jobs/min"],
+        rows,
+    )
     lost = any(r["completed"] != jobs or r["distinct_inputs"] != jobs for r in runs.values())
     verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
     print(
@@ -158,18 +157,15 @@ def main() -> int:
     )
     if lost:
         print("WARNING: not every input ended in exactly one completed job")
-    path = write_results(
-        NAME,
+    return bench.finish(
         {
             "settings": {"jobs": jobs, "pages_avg": pages, "seed": args.seed, "quick": args.quick, "config": config},
             "runs": runs,
             "ratio": round(ratio, 3),
             "target_ratio": TARGET_RATIO,
             "all_completed_once": not lost,
-        },
+        }
     )
-    print(f"wrote {path}")
-    return 0
 
 
 if __name__ == "__main__":
