@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from .calls import CallQueue
 from .config import Config, ConfigError, ProfileConfig, load_config
 from .engines.base import Engine, EngineUnavailable
-from .engines.registry import build_engine, build_managed_server, resolve_engine_name
+from .engines.registry import build_engine, build_managed_server, job_settings, resolve_engine_name
 from .hooks import HookList
 from .intake.intake import Intake, claim_request
 from .intake.sniff import Sniff
@@ -135,10 +135,11 @@ class Service:
         return resolve_engine_name(self.config.profile(profile).engine or self.config.engine, self.config)
 
     def _engine(self, name: str, profile: ProfileConfig) -> Engine:
-        key = engine_key(name, profile)
+        settings = job_settings(name, self.config, profile)  # resolved: one engine per distinct setting
+        key = engine_key(name, settings)
         engine = self._engines.get(key)
         if engine is None:
-            engine = build_engine(name, self.config, profile, managed=self.managed_server)
+            engine = build_engine(name, self.config, settings, managed=self.managed_server)
             self._engines[key] = engine
         return engine
 
@@ -155,7 +156,10 @@ class Service:
             log.error("vLLM is not ready: %s; serving anyway, pages wait for it", self.managed_server.health())
 
     def _engine_for_job(self, job: RunningJob) -> Engine:
-        return self._engine(job.engine, self.config.profile(job.profile))
+        # The settings recorded at the claim, so a reload cannot change them half-way through a job;
+        # a job claimed before they were recorded takes its profile's current ones.
+        pinned = ProfileConfig(**job.settings) if job.settings else None
+        return self._engine(job.engine, pinned or self.config.profile(job.profile))
 
     def _acquire_worker_lock(self) -> None:
         """One running daemon per worker id: two with the same id would resume each other's jobs."""
@@ -386,6 +390,7 @@ class Service:
             created_at=meta.created_at.timestamp(),
             profile=meta.profile,
             engine=self._engine_name_for_profile(meta.profile) if meta.engine is None else meta.engine.kind,
+            settings=meta.engine.settings() if meta.engine is not None else {},
             epoch=meta.worker.epoch,
             done=done,
             served=len(done),
@@ -718,11 +723,12 @@ class Service:
         for name in {"default", *config.profiles}:
             profile = config.profile(name)
             engine_name = resolve_engine_name(profile.engine or config.engine, config)
-            key = engine_key(engine_name, profile)
+            settings = job_settings(engine_name, config, profile)
+            key = engine_key(engine_name, settings)
             if key in self._engines or key in built:
                 continue
             try:
-                built[key] = build_engine(engine_name, config, profile, managed=self.managed_server)
+                built[key] = build_engine(engine_name, config, settings, managed=self.managed_server)
             except EngineUnavailable as exc:
                 for engine in built.values():
                     engine.close()

@@ -385,3 +385,29 @@ def test_next_check_in_is_when_decide_changes_its_answer():
 def test_pdf_header_after_leading_junk_is_found():
     # PDF readers accept up to 1024 bytes before %PDF-
     assert sniff_bytes(b"\x01" * 500 + PDF, "a.pdf").verdict is Verdict.JOB
+
+
+# -- what a claim records of the engine ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("engine", "profile", "expected"),
+    [
+        ("tesseract", {}, {"language": "eng", "dpi": 300}),
+        ("tesseract", {"language": "deu", "dpi": 200}, {"language": "deu", "dpi": 200}),
+        ("vllm", {}, {"model": "deepseek-ai/DeepSeek-OCR", "mode": "markdown", "dpi": 144}),
+        (
+            "vllm",
+            {"mode": "free", "model": "deepseek-ai/DeepSeek-OCR-2"},
+            {"model": "deepseek-ai/DeepSeek-OCR-2", "mode": "free", "dpi": 144},
+        ),
+        ("text", {"dpi": 200}, {}),
+    ],
+)
+def test_a_claim_records_the_engine_settings_resolved_from_profile_and_engine_section(engine, profile, expected):
+    """The settings a job keeps for its whole life: the profile's own, else its engine section's,
+    and only those the engine uses (the text engine uses none)."""
+    from ocr_watcher.config import Config
+    from ocr_watcher.intake.intake import claim_request
+
+    config = Config.model_validate({"profiles": {"books": profile}})
+    request = claim_request(config, engine, "books/a.pdf", "books", Sniff(Verdict.JOB, "pdf", ".pdf"))
+    assert request.engine_settings == expected

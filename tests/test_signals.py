@@ -103,6 +103,40 @@ def test_sighup_applies_new_ignore_rules_without_dropping_the_running_job(tmp_pa
     assert not (tmp_path / "elsewhere").exists()
 
 
+def _page_widths(job_dir: Path) -> dict[int, int]:
+    return {int(p.stem): json.loads(p.read_text())["width"] for p in (job_dir / "pages").glob("*.json")}
+
+
+def test_a_reload_that_changes_the_resolution_leaves_a_running_job_as_it_began(tmp_path: Path) -> None:
+    """Given an 8-page scan being OCRed at 100 dpi, when the config changes the profile's resolution to
+    150 dpi and the daemon gets SIGHUP, then every page of that job is still rendered at 100 dpi (its
+    settings were fixed at its claim and recorded in metadata.json), while a file dropped after the
+    reload is done at 150 dpi. (Before, the job's later pages switched to the new value.)"""
+    daemon = Daemon(tmp_path, pipeline={"workers": 1}, profiles={"default": {"dpi": 100}}).start()
+    try:
+        drop(daemon.inbox, scanned_pdf(tmp_path / "long.pdf", [sample_lines(4, seed=s) for s in range(8)]))
+        daemon.wait_until(
+            lambda: (daemon.job_for("long.pdf") or {}).get("progress", {}).get("pages_done", 0) >= 1, 60, "a page"
+        )
+        _rewrite_config(daemon, profiles__default__dpi=150)
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_until(lambda: "configuration reloaded" in daemon.log(), 30, "the reload")
+        drop(daemon.inbox, scanned_pdf(tmp_path / "after.pdf", [sample_lines(4, seed=99)]))
+        long_job = daemon.wait_for_job("long.pdf", {"completed", "failed"}, timeout=120)
+        after = daemon.wait_for_job("after.pdf", {"completed", "failed"}, timeout=60)
+    finally:
+        assert daemon.stop() == 0
+    assert long_job["status"] == after["status"] == "completed"
+    log = daemon.log()
+    assert log.index("configuration reloaded") < log.index(f"{long_job['job_id']}: completed"), "reloaded mid-job"
+    assert {k: v for k, v in long_job["engine"].items() if v} == {"kind": "tesseract", "language": "eng", "dpi": 100}
+    assert after["engine"]["dpi"] == 150
+    widths = _page_widths(daemon.job_dir(long_job))
+    assert sorted(widths) == list(range(1, 9)) and len(set(widths.values())) == 1, widths
+    (after_width,) = _page_widths(daemon.job_dir(after)).values()
+    assert after_width == round(widths[1] * 1.5), "the same page size at 150 instead of 100 dpi"
+
+
 @pytest.mark.parametrize(
     ("broken", "key"),
     [

@@ -43,6 +43,26 @@ def build_managed_server(config: Config, notifier: Any = None) -> Any:
     return ManagedServer(settings, notifier=notifier)
 
 
+def job_settings(name: str, config: Config, profile: ProfileConfig) -> ProfileConfig:
+    """The settings engine `name` runs with for `profile`, resolved (the profile's own, else the
+    engine's section). A job records them at its claim and keeps them, so neither a reload nor a
+    restart changes its language or resolution half-way through."""
+    if name == "tesseract":
+        tess = config.tesseract
+        return ProfileConfig(language=profile.language or tess.language, dpi=profile.dpi or tess.dpi)
+    if name == "vllm":
+        vllm = config.vllm
+        return ProfileConfig(
+            model=profile.model or vllm.model, mode=profile.mode or vllm.mode, dpi=profile.dpi or vllm.dpi
+        )
+    return ProfileConfig()
+
+
+def settings_record(settings: ProfileConfig) -> dict[str, Any]:
+    """What metadata.json's `engine` holds of them."""
+    return settings.model_dump(include={"language", "dpi", "model", "mode"}, exclude_none=True)
+
+
 def build_engine(name: str, config: Config, profile: ProfileConfig | None = None, managed: Any = None) -> Engine:
     profile = profile or ProfileConfig()
     if name == "tesseract":

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..config import Config
+from ..engines.registry import job_settings, settings_record
 from ..spool.claim import ClaimRequest
 from ..spool.layout import INTERNAL_DIR
 from ..spool.model import JobError
@@ -54,6 +55,7 @@ def claim_request(
         source_name=source_name,
         origin=origin,
         sha256=sha256,
+        engine_settings=settings_record(job_settings(engine, config, config.profile(profile))),
     )
 
 

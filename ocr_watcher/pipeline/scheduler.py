@@ -28,6 +28,7 @@ class RunningJob:
     created_at: float  # epoch seconds, for ordering
     profile: str
     engine: str
+    settings: dict = field(default_factory=dict)  # the engine settings fixed at the claim (EngineInfo)
     epoch: int = 1
     pages_total: int | None = None
     pending: deque[int] = field(default_factory=deque)

@@ -51,6 +51,7 @@ class ClaimRequest:
     source_name: str | None = None  # the file's own name when the inbox path does not carry it (uploads)
     origin: str = "inbox"  # "inbox" or "http"
     sha256: str | None = None  # already known (an upload hashed while it streamed): not read again
+    engine_settings: dict | None = None  # language, dpi, model, mode: fixed for the job's life
 
 
 @dataclass
@@ -301,7 +302,7 @@ def _initial_metadata(
         priority=request.priority,
         created_at=datetime.fromisoformat(record.claimed_at),
         updated_at=now,
-        engine=EngineInfo(kind=request.engine),
+        engine=EngineInfo(kind=request.engine, **(request.engine_settings or {})),
         worker=Worker(id=owner, host=socket.gethostname(), pid=os.getpid(), heartbeat_at=now),
     )
     meta.history.append({"status": Status.QUEUED.value, "at": iso(meta.created_at)})

@@ -77,8 +77,16 @@ class Progress(_Model):
 
 
 class EngineInfo(_Model):
+    """The engine and the settings the job is done with, fixed at its claim."""
+
     kind: str
     model: str | None = None
+    mode: str | None = None
+    language: str | None = None
+    dpi: int | None = None
+
+    def settings(self) -> dict:
+        return self.model_dump(include={"model", "mode", "language", "dpi"}, exclude_none=True)
 
 
 class JobError(_Model):
