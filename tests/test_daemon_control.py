@@ -182,6 +182,41 @@ def test_a_page_that_hangs_is_retried_then_failed_within_max_page_error_rate(
         assert not (daemon.job_dir(job) / "result.md").exists()
 
 
+def test_a_file_dropped_behind_hanging_pages_completes_while_they_are_retried(tmp_path: Path) -> None:
+    """Given 2 render workers and an urgent PDF whose first 3 of 4 pages hang (render_timeout 1 s, 3
+    retries each), once one of its renders has timed out the job is suspect and holds at most 1 of
+    the 2 render slots: a 1-page PDF dropped then in the normal profile completes while the urgent job
+    is still retrying (before, its retries came first and held both slots until all had failed). The
+    urgent job then ends with its 3 hanging pages failed and its good page done."""
+    from .pdfgen import concat_pdfs, slow_pdf
+
+    slow = slow_pdf(tmp_path / "slow.pdf", shapes=6000)  # seconds of rendering: far above 1 s
+    hanging = concat_pdfs(tmp_path / "hanging.pdf", [slow, slow, slow, text_pdf(tmp_path / "d.pdf", [["Delta"]])])
+    good = text_pdf(tmp_path / "good.pdf", [["A good page dropped behind"]])
+    daemon = Daemon(
+        tmp_path,
+        profiles={"urgent": {"priority": 10}},
+        pipeline={"workers": 2, "render_timeout_seconds": 1.0, "page_retries": 3, "max_page_error_rate": 0.1},
+    ).start()
+    try:
+        drop(daemon.inbox, hanging, "urgent/hanging.pdf")
+        daemon.wait_until(lambda: "failed (rendering failed" in daemon.log(), 60, "a render to time out")
+        drop(daemon.inbox, good)
+        done = daemon.wait_for_job("good.pdf", {"completed", "failed"}, timeout=120)
+        meanwhile = daemon.job_for("hanging.pdf")
+        final = daemon.wait_for_job("hanging.pdf", {"completed", "failed"}, timeout=120)
+        assert daemon.alive()
+    finally:
+        daemon.stop()
+    assert done["status"] == "completed", done
+    assert "A good page dropped behind" in (daemon.job_dir(done) / "result.md").read_text()
+    assert meanwhile is not None and meanwhile["status"] == "processing", meanwhile
+    assert "its pages now get at most 1 of 2 render slots" in daemon.log()
+    assert final["status"] == "failed", final
+    assert (final["progress"]["pages_done"], final["progress"]["pages_failed"]) == (1, 3), final["progress"]
+    assert daemon.log().count("failed (rendering failed") == 9, "3 retries of each hanging page"
+
+
 @pytest.mark.parametrize(
     "intake",
     [

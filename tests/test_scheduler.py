@@ -43,6 +43,20 @@ def take_pages(sched: PageScheduler, n: int) -> list[tuple[str, int]]:
     return out
 
 
+def waiting_for_a_task(sched: PageScheduler) -> tuple[list[object], threading.Event, threading.Thread]:
+    """A render thread blocked in next_task: (what it got, set once it got it, the thread)."""
+    got: list[object] = []
+    finished = threading.Event()
+
+    def worker() -> None:
+        got.append(sched.next_task(timeout=60))
+        finished.set()
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    return got, finished, thread
+
+
 def test_empty_queue_returns_none():
     assert take(PageScheduler(FAST)) is None
 
@@ -272,15 +286,7 @@ def test_blocking_next_task_is_woken_by_add_from_another_thread():
 
 def test_close_wakes_a_blocked_next_task_with_none():
     sched = PageScheduler(FAST)
-    got: list[object] = []
-    finished = threading.Event()
-
-    def worker() -> None:
-        got.append(sched.next_task(timeout=60))
-        finished.set()
-
-    thread = threading.Thread(target=worker, daemon=True)
-    thread.start()
+    got, finished, thread = waiting_for_a_task(sched)
     sched.close()
     assert finished.wait(30)
     assert got == [None]
@@ -315,3 +321,203 @@ def test_fast_lane_boundary(served):
     sched.add(job("new", 1, created=2.0))
     first = take_pages(sched, 1)
     assert first == ([("old", 1)] if served < FAST else [("new", 1)])
+
+
+# -- suspect jobs: a render of theirs timed out or crashed ------------------------------------------
+
+
+def finish(sched: PageScheduler, task: PageTask | OpenTask | None) -> None:
+    assert task is not None
+    task.job.in_flight.discard(getattr(task, "page", 0))
+    sched.task_finished(task)
+
+
+def test_a_suspect_job_holds_at_most_half_the_render_slots_and_healthy_pages_go_meanwhile():
+    # Given 2 render slots, an older job whose render hung (suspect, 10 pages) and a newer healthy job
+    sched = PageScheduler(FAST, render_slots=2)
+    bad, good = job("bad", 10, created=1.0), job("good", 3, created=2.0)
+    sched.mark_suspect(bad)
+    sched.add(bad)
+    sched.add(good)
+    # Then the suspect job, first by age, gets one slot and every healthy page goes before its second
+    hung = take(sched)
+    assert (hung.job.job_id, hung.page) == ("bad", 1)
+    assert take_pages(sched, 3) == [("good", 1), ("good", 2), ("good", 3)]
+    assert take(sched) is None, "the suspect job's one slot is taken: nothing else for it"
+    # When its page ends (timed out, rendered), the slot is free for its next page
+    finish(sched, hung)
+    assert take_pages(sched, 1) == [("bad", 2)]
+    assert take(sched) is None
+
+
+def test_with_one_render_slot_a_suspect_job_runs_only_when_no_healthy_job_has_work():
+    # Given one render slot, an urgent suspect job and a healthy job of low priority
+    sched = PageScheduler(FAST, render_slots=1)
+    bad, good = job("bad", 3, created=1.0, priority=10), job("good", 2, created=2.0)
+    sched.mark_suspect(bad)
+    sched.add(bad)
+    sched.add(good)
+    # Then the healthy pages go first, one at a time
+    for page in (1, 2):
+        task = take(sched)
+        assert (task.job.job_id, task.page) == ("good", page)
+        finish(sched, task)
+    # And the suspect job runs once nothing else waits, one page at a time
+    task = take(sched)
+    assert (task.job.job_id, task.page) == ("bad", 1)
+    assert take(sched) is None
+    finish(sched, task)
+    assert take_pages(sched, 1) == [("bad", 2)]
+
+
+def test_the_suspect_share_is_half_the_slots_across_all_suspect_jobs():
+    sched = PageScheduler(FAST, render_slots=5)  # share: 2
+    a, b, good = job("a", 5, created=1.0), job("b", 5, created=2.0), job("good", 10, created=3.0)
+    for j in (a, b):
+        sched.mark_suspect(j)
+    for j in (a, b, good):
+        sched.add(j)
+    assert take_pages(sched, 5) == [("a", 1), ("a", 2), ("good", 1), ("good", 2), ("good", 3)]
+
+
+def test_a_suspect_job_keeps_its_priority_within_its_share():
+    # An urgent suspect job still goes before normal work, as long as it is under its share
+    sched = PageScheduler(FAST, render_slots=4)
+    urgent, normal = job("urgent", 5, created=2.0, priority=5), job("normal", 5, created=1.0)
+    sched.mark_suspect(urgent)
+    sched.add(normal)
+    sched.add(urgent)
+    first = take_pages(sched, 4)
+    assert first == [("urgent", 1), ("urgent", 2), ("normal", 1), ("normal", 2)]
+
+
+def test_a_job_turning_suspect_counts_its_pages_already_rendering():
+    # Given 4 slots and a healthy job with 3 pages handed out
+    sched = PageScheduler(FAST, render_slots=4)
+    bad, good = job("bad", 10, created=1.0), job("good", 3, created=2.0)
+    sched.add(bad)
+    running = [take(sched) for _ in range(3)]
+    assert [t.page for t in running] == [1, 2, 3]
+    # When one of them times out: the job is suspect and its two others still hold slots
+    assert sched.mark_suspect(bad)
+    assert not sched.mark_suspect(bad), "already suspect"
+    finish(sched, running[0])
+    sched.add(good)
+    # Then it gets no further slot until one more of them ends (share: 2 of 4)
+    assert take_pages(sched, 3) == [("good", 1), ("good", 2), ("good", 3)]
+    assert take(sched) is None
+    finish(sched, running[1])
+    assert take_pages(sched, 1) == [("bad", 4)]
+
+
+def test_task_finished_is_idempotent_and_ignores_unknown_tasks():
+    sched = PageScheduler(FAST, render_slots=2)
+    bad = job("bad", 3)
+    sched.mark_suspect(bad)
+    sched.add(bad)
+    task = take(sched)
+    finish(sched, task)
+    sched.task_finished(task)  # twice: must not free a second slot
+    other = take(sched)
+    assert other.page == 2
+    assert take(sched) is None
+    sched.task_finished(PageTask(bad, 99, 1, ()))  # never handed out
+    assert take(sched) is None
+
+
+def test_open_tasks_of_suspect_jobs_count_against_their_share():
+    # Given a job whose opening timed out (suspect) and a suspect job with pages
+    sched = PageScheduler(FAST, render_slots=2)
+    unopened, bad = job("unopened", None, created=1.0), job("bad", 3, created=2.0)
+    for j in (unopened, bad):
+        sched.mark_suspect(j)
+        sched.add(j)
+    opening = take(sched)
+    assert isinstance(opening, OpenTask) and opening.job is unopened
+    assert take(sched) is None
+    unopened.opening = False
+    sched.task_finished(opening)
+    sched.add(unopened)  # it failed to open again: back in the queue, first by age
+    assert isinstance(take(sched), OpenTask)
+
+
+def test_a_suspect_jobs_retry_goes_after_its_other_pages():
+    # Given a suspect job whose page 1 was handed out and timed out
+    sched = PageScheduler(FAST, render_slots=2)
+    j = job("a", 3)
+    sched.add(j)
+    first = take(sched)
+    sched.mark_suspect(j)
+    finish(sched, first)
+    # When the page is retried
+    sched.requeue(j, 1)
+    # Then it comes after the job's pages 2 and 3, as attempt 2
+    got = []
+    for _ in range(3):
+        task = take(sched)
+        got.append((task.page, task.attempt))
+        finish(sched, task)
+    assert got == [(2, 1), (3, 1), (1, 2)]
+
+
+def test_a_waiting_render_thread_is_woken_when_a_suspect_slot_frees():
+    # Given a suspect job at its share and a render thread waiting for work
+    sched = PageScheduler(FAST, render_slots=2)
+    bad = job("bad", 2)
+    sched.mark_suspect(bad)
+    sched.add(bad)
+    hung = take(sched)
+    got, finished, thread = waiting_for_a_task(sched)
+    assert not finished.wait(0.2), "no task may be handed out while the share is taken"
+    # When the hung page ends
+    finish(sched, hung)
+    # Then the waiting thread gets the next page
+    assert finished.wait(30), "task_finished did not wake the waiting thread"
+    thread.join(5)
+    assert isinstance(got[0], PageTask) and got[0].page == 2
+
+
+def test_render_threads_keep_serving_healthy_jobs_while_suspect_pages_hang():
+    """Real threads as render slots: the suspect job's pages hang until released; with 2 slots every
+    page of a healthy job is still rendered, and no more than one suspect page hangs at a time."""
+    sched = PageScheduler(FAST, render_slots=2)
+    bad, good = job("bad", 6, created=1.0), job("good", 5, created=2.0)
+    sched.mark_suspect(bad)
+    sched.add(bad)
+    sched.add(good)
+    release = threading.Event()
+    good_done = threading.Event()
+    lock = threading.Lock()
+    rendered: list[tuple[str, int]] = []
+    hanging = [0, 0]  # now, most at once
+
+    def render_thread() -> None:
+        while len(rendered) < 11:
+            task = sched.next_task(timeout=0.1)
+            if task is None:
+                continue
+            if task.job is bad:
+                with lock:
+                    hanging[0] += 1
+                    hanging[1] = max(hanging[1], hanging[0])
+                release.wait(60)
+                with lock:
+                    hanging[0] -= 1
+            with lock:
+                rendered.append((task.job.job_id, task.page))
+                if sum(1 for r in rendered if r[0] == "good") == 5:
+                    good_done.set()
+            finish(sched, task)
+
+    threads = [threading.Thread(target=render_thread, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        assert good_done.wait(30), f"healthy pages were held up behind hanging ones: {rendered}"
+        assert not any(r[0] == "bad" for r in rendered), "the hanging page is still hanging"
+    finally:
+        release.set()
+        for t in threads:
+            t.join(30)
+    assert hanging[1] == 1
+    assert sorted(rendered) == sorted([("bad", p) for p in range(1, 7)] + [("good", p) for p in range(1, 6)])

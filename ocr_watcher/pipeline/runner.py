@@ -101,6 +101,7 @@ class Pipeline:
 
     def start(self) -> None:
         self.settings.work_dir.mkdir(parents=True, exist_ok=True)
+        self.scheduler.set_render_slots(self.settings.render_threads)
         for index in range(self.settings.render_threads):
             worker = RenderWorker(memory_mb=self.settings.render_memory_mb)
             self._workers.append(worker)
@@ -129,10 +130,13 @@ class Pipeline:
             task = self.scheduler.next_task(timeout=0.5)
             if task is None:
                 continue
-            if isinstance(task, OpenTask):
-                self._open(worker, task.job)
-            else:
-                self._render(worker, task)
+            try:
+                if isinstance(task, OpenTask):
+                    self._open(worker, task.job)
+                else:
+                    self._render(worker, task)
+            finally:
+                self.scheduler.task_finished(task)  # this render slot is free for the next task
 
     def _open(self, worker: RenderWorker, job: RunningJob) -> None:
         try:
@@ -140,6 +144,7 @@ class Pipeline:
         except InputError as exc:
             self.emit(Opened(job, error=exc))
         except (RenderTimeout, RenderCrashed) as exc:
+            self._suspect(job, exc)
             self.emit(Opened(job, transient=str(exc) or type(exc).__name__))
         except OSError as exc:
             self.emit(Opened(job, error=InputError("unreadable", f"cannot read the input: {exc}")))
@@ -164,6 +169,8 @@ class Pipeline:
             return
         except (RenderTimeout, RenderCrashed, OSError) as exc:
             self.busy -= 1
+            if isinstance(exc, (RenderTimeout, RenderCrashed)):
+                self._suspect(job, exc)
             self.emit(PageFailed(job, task.page, f"rendering failed: {exc or type(exc).__name__}"))
             return
         now = time.monotonic()
@@ -179,6 +186,14 @@ class Pipeline:
                 continue
         _remove(rendered.image_path)
         self.busy -= 1
+
+    def _suspect(self, job: RunningJob, exc: Exception) -> None:
+        # Before the event goes out, so that the main loop's retry already sees the job as suspect
+        # (and puts the page last in its line).
+        if self.scheduler.mark_suspect(job):
+            slots = self.settings.render_threads // 2
+            share = f"at most {slots} of {self.settings.render_threads}" if slots else "only idle"
+            log.warning("%s: a render %s; its pages now get %s render slots", job.job_id, _what(exc), share)
 
     # -- engine stage --------------------------------------------------------------------------
     def _engine_loop(self) -> None:
@@ -273,6 +288,10 @@ def save_figures(page_image: Path, figures: list[dict[str, Any]], images_dir: Pa
             buffer = io.BytesIO()
             crop.save(buffer, "PNG")
             atomic_write_bytes(images_dir / figure["name"], buffer.getvalue(), fsync=False)
+
+
+def _what(exc: Exception) -> str:
+    return "timed out" if isinstance(exc, RenderTimeout) else "crashed"
 
 
 def _remove(path: Path | None) -> None:

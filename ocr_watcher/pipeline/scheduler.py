@@ -5,6 +5,13 @@ pages of jobs that already had theirs (so a 1-page job dropped behind a 300-page
 seconds, not after it); then job age (FIFO, so big jobs finish one after another rather than all
 at the very end). Jobs are kept as cursors, not as one entry per page, so a 5,000-page job costs
 one heap entry.
+
+Suspect jobs: a job one of whose renders timed out or crashed (a hanging or crashing document) is
+marked suspect. Its tasks keep their place in that order but may hold at most `render_slots // 2`
+render slots at a time, so the other half always serves healthy jobs; with one render slot a suspect
+job's task is handed out only when no healthy job has work. A suspect job's retries go to the end of
+its line, after its other pages. The render loop reports each task's end (`task_finished`), which is
+what frees a slot.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ class RunningJob:
     served: int = 0  # pages handed out, plus pages done before this run: drives the fast lane
     opening: bool = False
     cancelled: bool = False  # set by the main loop; workers drop this job's results
+    suspect: bool = False  # a render of it timed out or crashed: it gets limited render slots
 
     @property
     def finished(self) -> bool:
@@ -71,13 +79,39 @@ def order_key(job: RunningJob, fast_lane_pages: int) -> tuple:
 
 
 class PageScheduler:
-    def __init__(self, fast_lane_pages: int) -> None:
+    def __init__(self, fast_lane_pages: int, render_slots: int = 1) -> None:
         self.fast_lane_pages = fast_lane_pages
+        self._render_slots = max(1, render_slots)
         self._heap: list[tuple[tuple, int, RunningJob]] = []
         self._queued: set[str] = set()  # job ids that have a heap entry
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._closed = False
+        # Tasks handed out and not reported finished: counted, not kept as a number, so that a job
+        # turning suspect also counts its tasks already running.
+        self._running: set[Task] = set()
+
+    def set_render_slots(self, slots: int) -> None:
+        """How many tasks run at once (the pipeline's render threads): sets the suspect share."""
+        with self._cond:
+            self._render_slots = max(1, slots)
+            self._cond.notify_all()
+
+    def mark_suspect(self, job: RunningJob) -> bool:
+        """A render of `job` timed out or crashed: limit it from now on. True if it was not yet."""
+        with self._cond:
+            if job.suspect:
+                return False
+            job.suspect = True
+            return True
+
+    def task_finished(self, task: Task) -> None:
+        """The render slot `task` held is free (rendered, failed or dropped). Idempotent."""
+        with self._cond:
+            if task in self._running:
+                self._running.discard(task)
+                if task.job.suspect:  # a suspect slot is free: a waiting suspect task may go
+                    self._cond.notify()
 
     def add(self, job: RunningJob) -> None:
         """A job with work to hand out: opening (page count unknown) or pending pages."""
@@ -86,9 +120,13 @@ class PageScheduler:
             self._cond.notify()
 
     def requeue(self, job: RunningJob, page: int) -> None:
-        """A page to try again: first in its job's line."""
+        """A page to try again: first in its job's line; last if the job is suspect (the retry of a
+        hanging page would otherwise hold its slot again before the job's good pages run)."""
         with self._cond:
-            job.pending.appendleft(page)
+            if job.suspect:
+                job.pending.append(page)
+            else:
+                job.pending.appendleft(page)
             self._push(job)
             self._cond.notify()
 
@@ -123,24 +161,57 @@ class PageScheduler:
         heapq.heappush(self._heap, (order_key(job, self.fast_lane_pages), next(self._seq), job))
         self._queued.add(job.job_id)
 
+    def _suspect_running(self) -> int:
+        return sum(1 for task in self._running if task.job.suspect)
+
     def _pop_task(self) -> Task | None:
-        while self._heap:
-            key, _, job = heapq.heappop(self._heap)
-            self._queued.discard(job.job_id)
-            if job.cancelled:
-                continue
-            if job.pages_total is None:
-                if job.opening:
+        # Suspect jobs over their share are set aside (keeping their heap entry) while the heap is
+        # searched for a healthy job; they go back into the heap before returning.
+        suspect_cap = self._render_slots // 2
+        running_suspect: int | None = None  # counted once, when the first suspect job comes up
+        held: list[tuple[tuple, int, RunningJob]] = []
+        try:
+            while self._heap:
+                entry = heapq.heappop(self._heap)
+                job = entry[2]
+                self._queued.discard(job.job_id)
+                if job.cancelled or not self._has_work(job):
                     continue
-                job.opening = True
-                return OpenTask(job)
-            if not job.pending:
-                continue
+                if job.suspect:
+                    if running_suspect is None:
+                        running_suspect = self._suspect_running()
+                    if running_suspect >= suspect_cap:
+                        held.append(entry)
+                        continue
+                return self._hand_out(entry)
+            # No healthy job has work: a suspect job may have a slot even when render_slots is 1.
+            if held and running_suspect is not None and running_suspect < max(1, suspect_cap):
+                return self._hand_out(held.pop(0))
+            return None
+        finally:
+            for entry in held:
+                heapq.heappush(self._heap, entry)
+                self._queued.add(entry[2].job_id)
+
+    @staticmethod
+    def _has_work(job: RunningJob) -> bool:
+        if job.pages_total is None:
+            return not job.opening
+        return bool(job.pending)
+
+    def _hand_out(self, entry: tuple[tuple, int, RunningJob]) -> Task:
+        key, _, job = entry
+        task: Task
+        if job.pages_total is None:
+            job.opening = True
+            task = OpenTask(job)
+        else:
             page = job.pending.popleft()
             job.in_flight.add(page)
             job.served += 1
             attempt = job.attempts.get(page, 0) + 1
             job.attempts[page] = attempt
             self._push(job)
-            return PageTask(job, page, attempt, key)
-        return None
+            task = PageTask(job, page, attempt, key)
+        self._running.add(task)
+        return task
