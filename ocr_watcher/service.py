@@ -18,8 +18,9 @@ import signal
 import socket
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,10 +33,11 @@ from .intake.intake import Intake, claim_request
 from .intake.sniff import Sniff
 from .notify import NotifyHooks
 from .pipeline.assemble import assemble_result
+from .pipeline.input_watch import SettleWatch, Stamp, changed_since_claim, stamp_of
 from .pipeline.runner import Event, Opened, PageDone, PageFailed, Pipeline, PipelineSettings
 from .pipeline.scheduler import PageScheduler, RunningJob
 from .reload import FIXED_KEYS, changed_keys, keep_restart_only, one_line
-from .spool.claim import Claimer, ClaimRequest
+from .spool.claim import Claimer, ClaimRequest, InputStillWritten, size_and_sha256
 from .spool.layout import CANCEL, RETRY
 from .spool.model import RETRYABLE, TERMINAL, JobError, JobMeta, Status, Worker, utc_now
 from .spool.store import JobStore
@@ -68,6 +70,7 @@ class _Active:
     open_failures: int = 0
     dirty: bool = False
     previous: Status | None = None  # the status before a terminal one not yet on disk
+    notes: list[str] = field(default_factory=list)  # warnings of this run that go into metadata.json
 
 
 class Service:
@@ -96,6 +99,7 @@ class Service:
         self._retryable: set[str] = set()  # failed/cancelled: watched for RETRY
         self.outbox_bytes: int | None = None  # measured by the retention hook; read by metrics
         self._deferred: list[tuple[float, RunningJob, int]] = []  # pages waiting for the outbox to be writable
+        self._settling = SettleWatch()  # jobs whose input changed after the claim, waiting for it to hold still
         self._last_storage_warning = 0.0
         self.managed_server: Any = None  # the supervised `vllm serve`, when engine vllm runs one
         self._stop_requested = False
@@ -247,6 +251,8 @@ class Service:
             self._write_heartbeat()
         self.intake.refresh(now)
         self._requeue_deferred(now)
+        if self._settling:
+            self._start_settled_inputs(now)
         self._claim_ready()
         if now - self._last_control >= CONTROL_CHECK_SECONDS:
             self._check_controls()
@@ -328,6 +334,8 @@ class Service:
             except OSError as exc:
                 self.hooks.on_storage_error("claim", str(exc))
                 log.error("cannot claim %s: %s (recovery finishes the claim later)", request.inbox_path, exc)
+            except InputStillWritten as exc:
+                log.warning("%s: its writer is not done; the claim is finished once it holds still", exc)
             except Exception:
                 log.exception("internal error while claiming %s; recovery will finish it", request.inbox_path)
 
@@ -417,6 +425,9 @@ class Service:
     def _on_opened(self, active: _Active, event: Opened, stopping: bool) -> None:
         job = active.job
         job.opening = False
+        if (changed := changed_since_claim(active.meta.source, job.input_path)) is not None:
+            self._start_over(active, changed)  # also when it did not open: it may be half-written
+            return
         if event.error is not None:
             self._finish(active, Status.FAILED, JobError(type=event.error.type, message=str(event.error)))
             return
@@ -486,6 +497,9 @@ class Service:
 
     def _complete(self, active: _Active) -> None:
         job = active.job
+        if (changed := changed_since_claim(active.meta.source, job.input_path)) is not None:
+            self._start_over(active, changed)  # the pages are of an older version of the file
+            return
         total = job.pages_total or 0
         if total and len(job.failed) / total > self.config.pipeline.max_page_error_rate:
             first = min(job.failed)
@@ -501,7 +515,7 @@ class Service:
         except FileNotFoundError:
             self._forget(job.job_id, "its folder was deleted")
             return
-        active.meta.warnings = result_meta["warnings"][:100]
+        active.meta.warnings = [*active.notes, *result_meta["warnings"]][:100]
         self._finish(active, Status.COMPLETED)
 
     def _finish(self, active: _Active, status: Status, error: JobError | None = None) -> None:
@@ -568,6 +582,69 @@ class Service:
             self._terminal.add(meta.job_id)
         elif meta.status in RETRYABLE:
             self._retryable.add(meta.job_id)
+
+    # -- an input whose writer was not done (pipeline/input_watch.py) --------------------------------
+    def _start_over(self, active: _Active, stamp: Stamp) -> None:
+        """Drop what was done of the job (it is of an older version of the file) and wait for the
+        input to hold still for the settle time; `_start_settled_inputs` then starts it again."""
+        old = active.job
+        old.cancelled = True  # the pipeline drops whatever of it is still in flight
+        source = active.meta.source
+        log.warning(
+            "%s: %s changed after it was claimed (%d -> %d bytes): its writer was not done; starting over "
+            "once it is unchanged for %g s",
+            old.job_id,
+            source.name,
+            source.size,
+            stamp[0],
+            self.intake.settle,
+        )
+        self.store.discard_pages(old.job_id)
+        active.job = replace(
+            old,
+            pages_total=None,
+            pending=deque(),
+            done=set(),
+            failed={},
+            attempts={},
+            in_flight=set(),
+            served=0,
+            opening=False,
+            cancelled=False,
+            suspect=False,
+        )
+        active.open_failures = 0
+        active.meta.set_progress(None, 0, 0)
+        active.dirty = True
+        self._settling.add(old.job_id, stamp, time.monotonic())
+
+    def _start_settled_inputs(self, now: float) -> None:
+        def stamp(job_id: str) -> Stamp | None:
+            active = self.active.get(job_id)
+            return stamp_of(active.job.input_path) if active is not None else None
+
+        for job_id in self._settling.settled(now, self.intake.settle, stamp):
+            active = self.active.get(job_id)
+            if active is None or active.meta.status.terminal:
+                continue  # cancelled, deleted or taken over meanwhile
+            path, source = active.job.input_path, active.meta.source
+            # On the main loop, and the whole file: rare (a writer that paused), and then needed.
+            try:
+                before = path.stat()
+                size, digest = size_and_sha256(path)
+            except OSError:  # gone or unreadable: opening it reports that as the job's error
+                self.scheduler.add(active.job)
+                continue
+            if stamp_of(path) != (before.st_size, before.st_mtime_ns):
+                self._settling.add(job_id, stamp_of(path), now)  # written to while it was hashed
+                continue
+            source.size, source.sha256, source.mtime_ns = size, digest, before.st_mtime_ns
+            self.store.discard_pages(job_id)  # again: a page whose write raced the first discard
+            note = "the input changed after it was claimed (its writer was not done); the job was started over"
+            active.notes.append(note)
+            log.info("%s: the input holds still (%d bytes); starting over", job_id, size)
+            active.dirty = True
+            self.scheduler.add(active.job)
 
     # -- control files, retry, takeover ----------------------------------------------------------
     def _requeue_deferred(self, now: float) -> None:

@@ -6,8 +6,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import tempfile
 import threading
 import time
 from dataclasses import asdict
@@ -29,13 +27,6 @@ ME, OTHER = "worker-me", "worker-other"
 
 class SimulatedCrash(Exception):
     """Stands for the process dying at this point (kill -9, power loss)."""
-
-
-@pytest.fixture
-def inbox(tmp_path) -> Path:
-    path = tmp_path / "inbox"
-    path.mkdir()
-    return path
 
 
 @pytest.fixture
@@ -126,6 +117,7 @@ def test_claim_moves_the_file_into_a_job_folder_with_metadata(inbox, store):
         "size": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
         "origin": "inbox",
+        "mtime_ns": (job_dir / "input.pdf").stat().st_mtime_ns,  # the same file: renamed, not copied
     }
     assert (meta["profile"], meta["priority"], meta["kind"]) == ("urgent", 5, "pdf")
     assert meta["engine"]["kind"] == "text"
@@ -517,18 +509,6 @@ def test_crash_at_any_point_then_recovery_makes_exactly_one_job(inbox, store, mo
 
 
 # -- across filesystems ------------------------------------------------------------------------------
-@pytest.fixture
-def shm_outbox(tmp_path):
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or not os.access(shm, os.W_OK):
-        pytest.skip("no writable /dev/shm for an outbox on another filesystem")
-    if shm.stat().st_dev == tmp_path.stat().st_dev:
-        pytest.skip("/dev/shm is on the same filesystem as the temp folder here")
-    folder = Path(tempfile.mkdtemp(prefix="ocrw-test-", dir=shm))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
 def test_claim_across_filesystems_copies_durably(inbox, shm_outbox, monkeypatch):
     # Given an outbox on another filesystem than the inbox
     assert inbox.stat().st_dev != shm_outbox.stat().st_dev

@@ -54,6 +54,11 @@ class ClaimRequest:
     engine_settings: dict | None = None  # language, dpi, model, mode: fixed for the job's life
 
 
+class InputStillWritten(Exception):
+    """The file changed while it was being claimed: its writer is not done. The claim stays, and
+    recovery (every outbox scan) finishes it once the file holds still."""
+
+
 @dataclass
 class ClaimRecord:
     job_id: str
@@ -148,6 +153,8 @@ class Claimer:
                     finished.append(record.job_id)
             except OSError as exc:  # this one waits (full disk, ...); the others may still finish
                 log.error("%s: cannot finish the claim yet: %s", record.job_id, exc)
+            except InputStillWritten as exc:
+                log.info("%s: %s; finishing the claim once it holds still", record.job_id, exc)
         return finished
 
     # -- internals -----------------------------------------------------------------------------
@@ -194,20 +201,24 @@ class Claimer:
         if isinstance(request.failure, dict):
             request.failure = JobError.model_validate(request.failure)
         regular = stat.S_ISREG(claimed.lstat().st_mode)
-        if regular and request.sha256:
-            size, digest = claimed.stat().st_size, request.sha256
-        elif regular:
-            size, digest = _size_and_sha256(claimed)
+        same_fs = claimed.lstat().st_dev == staged.stat().st_dev
+        mtime_ns = None
+        if regular:
+            before = claimed.stat()
+            size, digest = (before.st_size, request.sha256) if request.sha256 else size_and_sha256(claimed)
+            _unchanged_since(claimed, before)
+            # On one filesystem the job's input is this very file, which a late write still reaches.
+            mtime_ns = before.st_mtime_ns if same_fs else None
         else:  # a FIFO, device or link that slipped in: never opened (a FIFO could block forever)
             size, digest = 0, None
             request.failure = JobError(type="unsupported_type", message="not a regular file (link, FIFO or device)")
-        meta = _initial_metadata(record, request, claimed.name, size, digest, owner=self.worker_id)
+        meta = _initial_metadata(record, request, claimed.name, size, digest, mtime_ns, owner=self.worker_id)
         atomic_write_json(staged / "metadata.json", meta.to_json(), fsync=self.store.fsync)
-        same_fs = claimed.lstat().st_dev == staged.stat().st_dev
         if same_fs:
             os.rename(claimed, staged / claimed.name)
         elif regular:
             _copy_durably(claimed, staged / claimed.name)
+            _unchanged_since(claimed, before)  # a write during the copy would make the copy stale
         self._publish(staged, final)
         if not same_fs:
             claimed.unlink()
@@ -259,7 +270,7 @@ def _input_in(folder: Path) -> Path | None:
     return None
 
 
-def _size_and_sha256(path: Path) -> tuple[int, str | None]:
+def size_and_sha256(path: Path) -> tuple[int, str | None]:
     """Size and digest; an unreadable file (permissions) still becomes a job, which then fails."""
     digest = hashlib.sha256()
     size = 0
@@ -273,6 +284,14 @@ def _size_and_sha256(path: Path) -> tuple[int, str | None]:
     return size, digest.hexdigest()
 
 
+def _unchanged_since(path: Path, before: os.stat_result) -> None:
+    after = path.stat()
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise InputStillWritten(
+            f"{path.name} changed while it was being claimed ({before.st_size} -> {after.st_size} bytes)"
+        )
+
+
 def _copy_durably(src: Path, dst: Path) -> None:
     tmp = temp_name_for(dst)
     with open(src, "rb") as fin, open(tmp, "wb") as fout:
@@ -283,7 +302,14 @@ def _copy_durably(src: Path, dst: Path) -> None:
 
 
 def _initial_metadata(
-    record: ClaimRecord, request: ClaimRequest, input_file: str, size: int, digest: str | None, *, owner: str
+    record: ClaimRecord,
+    request: ClaimRequest,
+    input_file: str,
+    size: int,
+    digest: str | None,
+    mtime_ns: int | None,
+    *,
+    owner: str,
 ) -> JobMeta:
     """The job belongs to the daemon that finishes the claim (after a crash, maybe not the claimer)."""
     now = utc_now()
@@ -295,6 +321,7 @@ def _initial_metadata(
             size=size,
             sha256=digest,
             origin=request.origin,
+            mtime_ns=mtime_ns,
         ),
         input_file=input_file,
         kind=request.kind,

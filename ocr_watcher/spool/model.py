@@ -67,6 +67,9 @@ class Source(_Model):
     size: int
     sha256: str | None = None
     origin: str = "inbox"  # "inbox": dropped into the inbox; "http": uploaded through the job API
+    # The input's mtime when it was claimed, where a late write could still reach it (one filesystem):
+    # with `size`, how the service notices a writer that was not done (pipeline/input_watch.py).
+    mtime_ns: int | None = None
 
 
 class Progress(_Model):

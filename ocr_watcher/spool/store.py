@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .atomic import atomic_write_json, atomic_write_text, is_temp_name
+from .atomic import atomic_write_json, atomic_write_text, is_temp_name, temp_name_for
 from .ids import is_job_id
 from .layout import CANCEL, RETRY, JobPaths, OutboxLayout
 from .model import JobMeta
@@ -201,6 +202,20 @@ class JobStore:
             except FileNotFoundError:
                 pass
 
+    def discard_pages(self, job_id: str) -> None:
+        """Remove every page, figure and the result, as one step for readers and for a crash: the
+        folders are renamed away (a temp name, which `sweep_temp_files` removes if a crash leaves it)."""
+        paths = self.paths(job_id)
+        for folder in (paths.pages, paths.images):
+            gone = temp_name_for(folder)
+            try:
+                os.rename(folder, gone)
+            except FileNotFoundError:
+                continue
+            shutil.rmtree(gone, ignore_errors=True)
+        paths.pages.mkdir(exist_ok=True)
+        self.remove_result(job_id)
+
     def sweep_temp_files(self, job_id: str) -> int:
         """Remove temp files a crash left behind in a job folder."""
         removed = 0
@@ -213,7 +228,10 @@ class JobStore:
             for name in names:
                 if is_temp_name(name):
                     try:
-                        os.unlink(folder / name)
+                        if (folder / name).is_dir():  # pages or figures being discarded
+                            shutil.rmtree(folder / name)
+                        else:
+                            os.unlink(folder / name)
                         removed += 1
                     except OSError:
                         pass
