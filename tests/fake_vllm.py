@@ -94,6 +94,15 @@ def validate(body: Any, model: str) -> tuple[int, str] | None:
     return None
 
 
+_ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 408: "RequestTimeout", 429: "RateLimitError"}
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    """An error in the shape vLLM's server answers with (its ErrorResponse)."""
+    kind = _ERROR_TYPES.get(status, "InternalServerError" if status >= 500 else "BadRequestError")
+    return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+
+
 class FakeVllm:
     """The fake server, on a background thread. `port=0` picks a free port."""
 
@@ -244,13 +253,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path == "/v1/models":
             self._send(200, {"object": "list", "data": [{"id": self.fake.model, "object": "model"}]})
         else:
-            self._send(404, {"error": {"message": "Not Found", "code": 404}})
+            self._send(404, error_body(404, "Not Found"))
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         if self.path != "/v1/chat/completions":
-            self._send(404, {"error": {"message": "Not Found", "code": 404}})
+            self._send(404, error_body(404, "Not Found"))
             return
         action, status = self.fake._enter()
         try:
@@ -261,17 +270,17 @@ class _Handler(BaseHTTPRequestHandler):
             if self.fake.delay_seconds:
                 time.sleep(self.fake.delay_seconds)
             if action == "fail":
-                self._send(status or 500, {"error": {"message": f"injected HTTP {status}", "code": status}})
+                self._send(status or 500, error_body(status or 500, f"injected HTTP {status}"))
                 return
             try:
                 body = json.loads(raw)
             except ValueError:
-                self._send(400, {"error": {"message": "body is not JSON", "code": 400}})
+                self._send(400, error_body(400, "body is not JSON"))
                 return
             problem = validate(body, self.fake.model)
             if problem is not None:
                 self.fake.errors.append(problem[1])
-                self._send(problem[0], {"error": {"message": problem[1], "code": problem[0]}})
+                self._send(problem[0], error_body(*problem))
                 return
             self._send(200, self.fake._complete(body))
         finally:

@@ -130,3 +130,43 @@ def test_the_child_environment_names_variables_this_vllm_reads() -> None:
 
 def test_the_vllm_command_is_installed_next_to_the_package() -> None:
     assert shutil.which("vllm") is not None, "the vllm command is not on PATH (vllm.managed.command)"
+
+
+def test_the_routes_the_engine_calls_are_served_by_vllm() -> None:
+    from vllm.entrypoints.openai.api_server import router
+
+    paths = {(method, route.path) for route in router.routes for method in getattr(route, "methods", ())}
+    assert {("GET", "/health"), ("GET", "/v1/models"), ("POST", "/v1/chat/completions")} <= paths
+
+
+def test_the_contract_double_answers_in_vllms_own_response_shapes() -> None:
+    """tests/fake_vllm.py stands in for vLLM in the client, supervisor and daemon tests; here its
+    answers (a page, the model list, an error) are validated with vLLM's own response models."""
+    import httpx
+    from vllm.entrypoints.openai.protocol import ChatCompletionResponse, ErrorResponse, ModelList
+
+    from .fake_vllm import FakeVllm
+
+    body = build_request(
+        "deepseek-ai/DeepSeek-OCR", PROMPTS["markdown"], _tiny_png_b64(), temperature=0.0, max_tokens=8192
+    )
+    with FakeVllm() as fake, httpx.Client(base_url=fake.url, timeout=10) as client:
+        page = ChatCompletionResponse.model_validate(client.post("/v1/chat/completions", json=body).json())
+        models = ModelList.model_validate(client.get("/v1/models").json())
+        fake.fail_next(503)
+        error = ErrorResponse.model_validate(client.post("/v1/chat/completions", json=body).json())
+        unknown = ErrorResponse.model_validate(client.post("/v1/chat/completions", json={**body, "model": "x"}).json())
+    assert page.choices[0].finish_reason == "stop" and page.usage.completion_tokens > 0
+    assert [card.id for card in models.data] == ["deepseek-ai/DeepSeek-OCR"]
+    assert (error.error.code, unknown.error.code) == (503, 404)
+
+
+def _tiny_png_b64() -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "white").save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
