@@ -16,8 +16,13 @@ On a fresh GPU machine, from the repository root:
 Printed: both rates and their ratio (daemon / vLLM alone), GPU utilisation and memory sampled with
 nvidia-smi every second in each phase. Written to bench/results/gpu_throughput.json.
 
-It asserts nothing about time. It cannot run without a GPU: `--help` and the pure parts (page
-rendering plan, statistics, the nvidia-smi parser) import without vllm, torch or httpx.
+It asserts nothing about time. It cannot measure anything without a GPU: `--help` and the pure parts
+(page rendering plan, statistics, the nvidia-smi parser) import without vllm, torch or httpx. Its
+plumbing can be tried without one against the vLLM contract double (no model, canned answers; the
+figures then measure only this machine's CPU side):
+
+    python -m tests.fake_vllm serve deepseek-ai/DeepSeek-OCR --port 18765 &
+    python bench/gpu_throughput.py --pdfs DIR --server http://127.0.0.1:18765 --json /tmp/dry.json
 """
 
 from __future__ import annotations

@@ -55,6 +55,8 @@ def setup_logging(level: str) -> None:
         fmt = "%(asctime)s " + fmt
     logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
     logging.getLogger("uvicorn").setLevel(logging.WARNING)  # its start/stop lines repeat ours
+    # httpx logs every request at INFO: a line per page sent to vLLM would bury the journal.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if level.lower() == "debug" else logging.WARNING)
 
 
 def _summary_line(meta: JobMeta) -> str:

@@ -91,6 +91,7 @@ def test_the_daemon_runs_its_own_vllm_server_when_none_is_configured(tmp_path: P
     assert job["status"] == "completed", job
     log = daemon.log()
     assert "fake-vllm serving" in log and "fake-vllm stopped" in log
+    assert "HTTP Request:" not in log, "httpx's line per request stays out of the journal at info"
     with pytest.raises(ConnectionRefusedError):  # the child is gone: nothing listens on its port
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
