@@ -37,8 +37,8 @@ class CallQueue:
         try:
             return future.result(timeout)
         except FutureTimeout:
-            if future.cancel():
-                raise
+            if future.cancel():  # (the builtin TimeoutError: on 3.10 the futures' one is another class)
+                raise TimeoutError(f"the main loop did not take the call within {timeout:g} s") from None
             return future.result()  # running now: its outcome must reach the caller
 
     def run_pending(self) -> None:

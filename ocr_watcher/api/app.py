@@ -33,7 +33,7 @@ from ..spool.model import RETRYABLE, Status
 from ..spool.store import JobStore
 from .index import JobIndex
 from .render import CONTENT_SECURITY_POLICY, result_html
-from .upload import UploadError, receive_upload, sweep_stale_uploads
+from .upload import Received, UploadError, receive_upload, sweep_stale_uploads
 from .views import (
     STATUSES,
     CreatedJob,
@@ -348,25 +348,14 @@ def _control(ctx: ApiContext, job_id: str, control: str, act: Callable[[], None]
 
 
 async def _create_job(ctx: ApiContext, request: Request) -> tuple[JSONResponse, int]:
+    """Receive the upload into the inbox's upload area, check it, and have the main loop claim it.
+    Whatever the answer, nothing of a refused upload is kept (the claim gives a file back too)."""
     config = ctx.config()
-    limit = int(config.http.max_upload_mb * 2**20)
     ctx.uploads.mkdir(parents=True, exist_ok=True)
     part = ctx.uploads / f"{secrets.token_hex(8)}.part"
-    length = request.headers.get("content-length")
     started = time.monotonic()
     try:
-        try:
-            received = await receive_upload(
-                request.stream(),
-                request.headers.get("content-type"),
-                int(length) if length and length.isdigit() else None,
-                part,
-                limit,
-            )
-        except UploadError as exc:
-            raise HTTPException(exc.status, exc.message) from None
-        except OSError as exc:
-            raise HTTPException(503, f"cannot write the upload into the inbox: {exc.strerror or exc}") from None
+        received = await _receive(request, part, int(config.http.max_upload_mb * 2**20))
         profile = received.fields.get("profile") or "default"
         if profile != "default" and profile not in config.profiles:
             known = ", ".join(["default", *sorted(config.profiles)])
@@ -377,16 +366,9 @@ async def _create_job(ctx: ApiContext, request: Request) -> tuple[JSONResponse, 
         if sniff.verdict is Verdict.INCOMPLETE:
             raise HTTPException(400, sniff.message or "the file is incomplete")
         filename = Path(received.filename or "").name or f"upload{sniff.suffix}"
-        rel = f"{INTERNAL_DIR}/{ctx.uploads.name}/{part.name}"
         received_at = time.monotonic()
-        try:
-            job_id = await run_in_threadpool(
-                ctx.control.call, lambda: ctx.control.claim_upload(rel, filename, profile, sniff, received.sha256)
-            )
-        except OSError as exc:
-            raise HTTPException(503, f"cannot create the job: {exc.strerror or exc}") from None
-        except Exception as exc:  # NotServing, a timeout
-            raise HTTPException(503, f"cannot create the job now: {exc}") from None
+        rel = f"{INTERNAL_DIR}/{ctx.uploads.name}/{part.name}"
+        job_id = await _claim(ctx, lambda: ctx.control.claim_upload(rel, filename, profile, sniff, received.sha256))
     finally:
         part.unlink(missing_ok=True)  # claimed: already renamed away; otherwise nothing is kept
     log.info(
@@ -398,6 +380,35 @@ async def _create_job(ctx: ApiContext, request: Request) -> tuple[JSONResponse, 
         time.monotonic() - received_at,
     )
     return _json({"job_id": job_id, "status": Status.QUEUED.value}), received.size
+
+
+async def _receive(request: Request, part: Path, limit: int) -> Received:
+    length = request.headers.get("content-length")
+    try:
+        return await receive_upload(
+            request.stream(),
+            request.headers.get("content-type"),
+            int(length) if length and length.isdigit() else None,
+            part,
+            limit,
+        )
+    except UploadError as exc:
+        raise HTTPException(exc.status, exc.message) from None
+    except OSError as exc:
+        raise HTTPException(503, f"cannot write the upload into the inbox: {exc.strerror or exc}") from None
+
+
+async def _claim(ctx: ApiContext, claim: Callable[[], str]) -> str:
+    """The claim, on the main loop; every refusal is a 503 after which no job appears later."""
+    try:
+        return await run_in_threadpool(ctx.control.call, claim)
+    except OSError as exc:
+        raise HTTPException(503, f"cannot create the job: {exc.strerror or exc}") from None
+    except TimeoutError:  # it never started, and never will (calls.CallQueue)
+        message = "the daemon is too busy to take the file now; nothing was kept, send it again"
+        raise HTTPException(503, message) from None
+    except Exception as exc:  # NotServing: the daemon is stopping
+        raise HTTPException(503, f"cannot create the job now: {exc}") from None
 
 
 # -- the app --------------------------------------------------------------------------------------
