@@ -189,6 +189,7 @@ def test_json_round_trip_is_lossless():
         "size": 123,
         "sha256": "0" * 64,
         "origin": "inbox",
+        "mtime_ns": None,  # recorded by a claim on the outbox's own filesystem (pipeline/input_watch.py)
     }
     assert data["progress"] == {"pages_total": 5, "pages_done": 2, "pages_failed": 1, "percent": 60.0}
     assert data["error"] == {"type": "t", "message": "m"}

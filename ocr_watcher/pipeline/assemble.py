@@ -50,7 +50,7 @@ def assemble_result(store: JobStore, meta: JobMeta, failed: dict[int, str]) -> t
     models = sorted({i["model"] for i in infos if i.get("model")})
     result_meta = {
         "job_id": meta.job_id,
-        "source": meta.source.model_dump(mode="json"),
+        "source": meta.source.model_dump(mode="json", exclude={"mtime_ns"}),  # bookkeeping, not a result
         "engine": engines[0] if len(engines) == 1 else (engines or None),
         "model": models[0] if len(models) == 1 else (models or None),
         "pages_total": total,
