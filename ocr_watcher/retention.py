@@ -23,14 +23,21 @@ job or hidden trash, which the next pass removes. A lease that a crash left behi
 heartbeat lease, with metadata.json still at the old epoch) is stepped over, and released again if
 the job must be kept, so neither retention nor a RETRY stays blocked by it.
 
-Sizes are cached per job id: a completed job never changes, a failed or cancelled one is re-read only
-when its folder's mtime changes (metadata.json replaced, RETRY created). So a pass over 100,000
-finished jobs costs one scandir of the outbox plus a stat per failed/cancelled job. In the daemon the
-passes run on a background thread; deletions are reported to the other hooks from the main thread.
+Sizes are measured once per finished job: a completed job never changes, and its size is kept in the
+job store's record of completed jobs (spool/completed.py, one int per job, shared with the main loop
+and the job API, and mostly filled by the daemon's start-up scan, so its metadata.json is not read
+here again); a failed or cancelled one is re-read only when its folder's mtime changes (metadata.json
+replaced, RETRY created). So a pass over 100,000 finished jobs costs one scandir of the outbox plus a
+stat per failed/cancelled job, and allocates nothing per completed job: when no count or storage
+limit is exceeded only the jobs over the age limit are looked at, and otherwise the completed ones
+are sorted by their packed times and made into `JobUsage` only as far as the choice reads. In the
+daemon the passes run on a background thread; deletions are reported to the other hooks from the
+main thread.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import queue
@@ -38,7 +45,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -47,6 +54,7 @@ from typing import TYPE_CHECKING
 from .config import Config, RetentionConfig
 from .hooks import Hooks
 from .spool.atomic import fsync_dir
+from .spool.completed import age_key, ended_ms, from_ms, ms_of, size_of
 from .spool.layout import RETRY
 from .spool.model import JobMeta, Status, iso, utc_now
 from .spool.store import JobStore
@@ -107,11 +115,26 @@ def _oldest_first(job: JobUsage) -> tuple:
 def choose_deletions(jobs: Iterable[JobUsage], limits: Limits, now: datetime) -> list[Deletion]:
     """Which terminal jobs to delete, oldest first, and why. Non-terminal jobs count but always stay."""
     jobs = list(jobs)
-    count = len(jobs)
-    total = sum(job.size_bytes for job in jobs)
     candidates = sorted((job for job in jobs if job.terminal and job.ended_at is not None), key=_oldest_first)
+    return choose_oldest(candidates, len(jobs), sum(job.size_bytes for job in jobs), limits, now)
+
+
+def over_count_or_storage(count: int, total: int, limits: Limits) -> bool:
+    """Whether `choose_oldest` may go past the jobs that are over the age limit."""
+    return (limits.max_count is not None and count > limits.max_count) or (
+        limits.max_bytes is not None and total > limits.max_bytes
+    )
+
+
+def choose_oldest(
+    candidates: Iterable[JobUsage], count: int, total: int, limits: Limits, now: datetime
+) -> list[Deletion]:
+    """`choose_deletions` from its parts: the deletable jobs oldest first, read only as far as needed
+    (so that a caller with very many can make them as they are read), and the number and bytes of all
+    job folders. Unless `over_count_or_storage`, only the jobs over the age limit are ever read."""
     deletions: list[Deletion] = []
     for job in candidates:
+        assert job.ended_at is not None
         if limits.max_age is not None and now - job.ended_at > limits.max_age:
             reason = "age"
         elif limits.max_count is not None and count > limits.max_count:
@@ -176,12 +199,19 @@ class _Cached:
     dir_mtime_ns: int
 
 
+@dataclass(slots=True)
+class _Census:
+    count: int = 0  # job folders
+    total_bytes: int = 0
+    others: list[JobUsage] = field(default_factory=list)  # every job that is not completed
+
+
 # -- one outbox: inventory, crash-safe deletion, trash -------------------------------------------
 @dataclass
 class PassResult:
     deletions: list[Deletion] = field(default_factory=list)  # done (or, on a dry run, that would be)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (job id, why) chosen but kept
-    jobs: dict[str, JobUsage] = field(default_factory=dict)  # the inventory the choice was made on
+    jobs: dict[str, JobUsage] = field(default_factory=dict)  # the jobs the choice looked at (the oldest)
     total_bytes: int = 0  # job folders left afterwards
     job_count: int = 0
     trash_removed: int = 0
@@ -197,7 +227,8 @@ class Retention:
     def __init__(self, store: JobStore, *, lease_grace_seconds: float = 60.0) -> None:
         self.store = store
         self.lease_grace_seconds = lease_grace_seconds
-        self._cache: dict[str, _Cached] = {}
+        self.completed = store.completed  # completed jobs, with the sizes measured here
+        self._cache: dict[str, _Cached] = {}  # failed and cancelled jobs
         self._root = os.fspath(store.root)
 
     @property
@@ -217,10 +248,10 @@ class Retention:
         result = PassResult()
         if not dry_run:
             result.trash_removed = self.sweep_trash()
-        result.jobs = {job.job_id: job for job in self.inventory()}
-        result.job_count = len(result.jobs)
-        result.total_bytes = sum(job.size_bytes for job in result.jobs.values())
-        for deletion in choose_deletions(result.jobs.values(), limits, now):
+        census = self._census()
+        result.job_count, result.total_bytes = census.count, census.total_bytes
+        candidates = self._candidates(census, limits, now, result.jobs)
+        for deletion in choose_oldest(candidates, census.count, census.total_bytes, limits, now):
             if should_stop():
                 break
             why_kept = None if dry_run else self.delete(deletion.job_id)
@@ -237,22 +268,83 @@ class Retention:
     # -- inventory ---------------------------------------------------------------------------------
     def inventory(self) -> list[JobUsage]:
         """Every job folder with its size; measures only folders it has not seen finished."""
-        job_ids = list(self.store.iter_job_ids())
-        present = set(job_ids)
-        for gone in [job_id for job_id in self._cache if job_id not in present]:
-            del self._cache[gone]
-        return [self._usage(job_id) for job_id in job_ids]
+        census = self._census()
+        completed = (self._completed_usage(job_id) for job_id in self.completed.ids())
+        return [*(usage for usage in completed if usage is not None), *census.others]
 
-    def _usage(self, job_id: str) -> JobUsage:
+    def _census(self) -> _Census:
+        """How many job folders and bytes the outbox holds, and the usage of every job but the
+        completed ones, which stay in the store's `completed`: with 100,000 jobs, a pass allocates
+        nothing per completed job, and measures each once."""
+        census = _Census()
+        completed, cache = self.completed, self._cache
+        noted = cached = 0  # of the listed jobs, how many `completed` and `_cache` hold
+        for job_id in self.store.iter_job_ids():
+            census.count += 1
+            value = completed.packed(job_id)
+            if value is None:
+                cached += job_id in cache
+                usage = self._usage(job_id)
+                if usage is not None:
+                    census.others.append(usage)
+                    census.total_bytes += usage.size_bytes
+                    continue
+                value = completed.packed(job_id)  # completed: noted by `_usage`
+            elif cache:
+                cache.pop(job_id, None)  # completed since it was cached
+            noted += 1
+            size = size_of(value) if value is not None else None
+            if size is None:
+                size = folder_size(os.path.join(self._root, job_id))
+                completed.set_size(job_id, size)
+            census.total_bytes += size
+        if noted < len(completed) or cached < len(cache):  # some are gone: forget them
+            listed = set(self.store.iter_job_ids())
+            completed.prune(listed, self._root)
+            for gone in [job_id for job_id in cache if job_id not in listed]:
+                del cache[gone]
+        return census
+
+    def _candidates(
+        self, census: _Census, limits: Limits, now: datetime, seen: dict[str, JobUsage]
+    ) -> Iterator[JobUsage]:
+        """The deletable jobs, oldest first, made as `choose_oldest` reads them (each one read is
+        kept in `seen`). Completed jobs are sorted by their packed times alone, and when no count or
+        storage limit is exceeded only those old enough for the age limit are looked at."""
+        packed = self.completed.packed
+        if over_count_or_storage(census.count, census.total_bytes, limits):
+            ids = sorted(self.completed.ids())  # by id first: the stable sorts below keep it for ties
+            oldest = _oldest_ids(ids, key=lambda job_id: age_key(packed(job_id)))
+        elif limits.max_age is not None:
+            cutoff = ms_of(now - limits.max_age)
+            ids = sorted(job_id for job_id in self.completed.ids() if ended_ms(packed(job_id)) <= cutoff)
+            oldest = iter(sorted(ids, key=lambda job_id: age_key(packed(job_id))))
+        else:
+            return
+        completed = (self._completed_usage(job_id) for job_id in oldest)
+        others = sorted((u for u in census.others if u.terminal and u.ended_at is not None), key=_oldest_first)
+        for usage in heapq.merge((u for u in completed if u is not None and u.terminal), others, key=_oldest_first):
+            seen[usage.job_id] = usage
+            yield usage
+
+    def _completed_usage(self, job_id: str) -> JobUsage | None:
+        known = self.completed.get(job_id)
+        if known is None:
+            return None  # gone meanwhile
+        deletable = not self.store.has_control(job_id, RETRY)  # pending, it keeps the job (the daemon clears it)
+        return JobUsage(job_id, known.size or 0, deletable, from_ms(known.finished_ms), from_ms(known.created_ms))
+
+    def _usage(self, job_id: str) -> JobUsage | None:
+        """A job's usage, or None when it turns out to be completed (then noted in `completed`)."""
         cached = self._cache.get(job_id)
-        if cached is not None and cached.status is Status.COMPLETED:
-            return cached.usage  # a completed job never changes
         mtime_ns = self._dir_mtime_ns(job_id)
         if cached is not None and cached.dir_mtime_ns == mtime_ns:
             return cached.usage  # failed/cancelled, and nothing was replaced or added since
         self._cache.pop(job_id, None)
         paths = self.store.paths(job_id)
-        meta = self.store.try_load(job_id)
+        meta = self.store.load_unless_completed(job_id)
+        if meta is None and job_id in self.completed:
+            return None
         size = folder_size(paths.dir)
         if meta is None:  # unreadable or vanished: counted, never deleted
             return JobUsage(job_id, size, terminal=False)
@@ -292,10 +384,12 @@ class Retention:
         try:
             self._move_to_trash(job_id)
         except FileNotFoundError:
+            self.completed.forget(job_id)
             return "it vanished (deleted by someone else)"
         except OSError as exc:
             self._release(job_id, held, epoch)
             return f"cannot move it to the trash: {exc}"
+        self.completed.forget(job_id)
         return None
 
     def _deletable(self, meta: JobMeta | None, job_id: str) -> str | None:
@@ -346,6 +440,16 @@ class Retention:
             else:
                 removed += 1
         return removed
+
+
+def _oldest_ids(ids: list[str], key: Callable[[str], int], first: int = 256) -> Iterator[str]:
+    """`ids` sorted by `key`, made as read: the first few without sorting them all (a key object
+    for each of 100,000 jobs, all alive at once, would leave the process that much larger), the
+    rest only if a pass deletes that many."""
+    head = heapq.nsmallest(first, ids, key=key)  # as sorted(...)[:first], ties kept in order
+    yield from head
+    if len(head) == first:
+        yield from sorted(ids, key=key)[first:]
 
 
 def describe(deletion: Deletion, job: JobUsage | None, now: datetime) -> str:

@@ -39,6 +39,7 @@ from .pipeline.scheduler import PageScheduler, RunningJob
 from .reload import FIXED_KEYS, changed_keys, keep_restart_only, one_line
 from .spool.claim import Claimer, ClaimRequest, InputStillWritten, size_and_sha256
 from .spool.layout import CANCEL, RETRY
+from .spool.listing import OutboxWatch
 from .spool.model import RETRYABLE, TERMINAL, JobError, JobMeta, Status, Worker, utc_now
 from .spool.store import JobStore
 from .spool.workers import Beat, Heartbeats
@@ -95,8 +96,12 @@ class Service:
         self.events: queue.Queue[Event] = queue.Queue()
         self.active: dict[str, _Active] = {}
         self._engines: dict[tuple, Engine] = {}
-        self._terminal: set[str] = set()  # completed jobs seen in the outbox: never read again
+        # Completed jobs seen in the outbox are never read again: self.store.completed, shared with
+        # the job API's listing and retention.
         self._retryable: set[str] = set()  # failed/cancelled: watched for RETRY
+        self._watched: set[str] = set()  # others' unfinished jobs and unreadable ones: read on every scan
+        self._held: set[str] = set()  # active or retryable at the last outbox scan
+        self._outbox_watch = OutboxWatch(config.outbox)  # whether the outbox must be listed again
         self.outbox_bytes: int | None = None  # measured by the retention hook; read by metrics
         self._deferred: list[tuple[float, RunningJob, int]] = []  # pages waiting for the outbox to be writable
         self._settling = SettleWatch()  # jobs whose input changed after the claim, waiting for it to hold still
@@ -579,7 +584,7 @@ class Service:
 
     def _note_terminal(self, meta: JobMeta) -> None:
         if meta.status is Status.COMPLETED:
-            self._terminal.add(meta.job_id)
+            self.store.completed.add_meta(meta)
         elif meta.status in RETRYABLE:
             self._retryable.add(meta.job_id)
 
@@ -711,21 +716,36 @@ class Service:
                     log.warning("%s: finished an interrupted claim", job_id)
             except OSError as exc:  # a full or read-only outbox: the claim stays where it is
                 log.error("cannot finish interrupted claims: %s (will try again)", exc)
-        seen: set[str] = set()
+        stamp = self._outbox_watch.stamp()
+        full = startup or not self._outbox_watch.unchanged(stamp)
+        # An unchanged outbox holds the folders of the last listing: only the jobs that can change are
+        # looked at again (failed/cancelled ones for RETRY, others' unfinished or unreadable ones, and
+        # those that were ours at the last scan), not every finished job (see spool/listing.py).
+        job_ids = self.store.iter_job_ids() if full else list(self._watched | self._retryable | self._held)
+        completed, retryable_before = self.store.completed, set(self._retryable)
+        completed_listed, retryable_listed, watched = 0, set(), set()
         beats: dict[str, Beat | None] = {}
-        for job_id in self.store.iter_job_ids():
-            seen.add(job_id)
+        for job_id in job_ids:
             if job_id in self._retryable:
+                retryable_listed.add(job_id)
                 if self.store.has_control(job_id, RETRY):
                     self._retry(job_id)
                 continue
-            if job_id in self.active or job_id in self._terminal:
+            if job_id in self.active:
                 continue
-            meta = self.store.try_load(job_id)
+            if job_id in completed:
+                completed_listed += 1
+                continue
+            meta = self.store.load_unless_completed(job_id)  # a completed one is only noted
             if meta is None:
+                if job_id in completed:
+                    completed_listed += 1
+                else:
+                    watched.add(job_id)  # unreadable (or gone): looked at again next time
                 continue
             if meta.status in TERMINAL:
                 self._note_terminal(meta)
+                completed_listed += job_id in completed
             elif meta.worker.id == self.worker_id and not self._is_fenced_meta(meta):
                 log.info("%s: resuming (%s, %d pages done)", job_id, meta.status.value, meta.progress.pages_done)
                 self._activate(meta)
@@ -736,8 +756,15 @@ class Service:
             elif self.heartbeats.job_owner_gone(meta, beats) and self._take_over(meta, reason="heartbeat expired"):
                 self.store.save(meta)
                 self._activate(meta)
-        self._terminal &= seen
-        self._retryable &= seen
+            if job_id not in self.active and not meta.status.terminal:
+                watched.add(job_id)  # another daemon's: watched for its heartbeat
+        if full:  # forget the jobs whose folders are gone (without holding the whole listing)
+            self._retryable -= retryable_before - retryable_listed
+            if completed_listed < len(completed):
+                completed.prune(set(self.store.iter_job_ids()), self.store.root)
+            self._outbox_watch.listed(stamp)
+        self._watched = watched
+        self._held = set(self.active) | self._retryable
 
     def _is_fenced_meta(self, meta: JobMeta) -> bool:
         return self.store.is_fenced(meta.job_id, meta.worker.epoch)

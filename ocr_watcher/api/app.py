@@ -41,10 +41,8 @@ from .views import (
     JobPage,
     JobView,
     Problem,
-    count_by_status,
     job_view,
     parse_statuses,
-    select_page,
 )
 
 log = logging.getLogger("ocr_watcher.api")
@@ -78,6 +76,7 @@ class ApiContext:
 
     def __post_init__(self) -> None:
         self.index = JobIndex(self.store)
+        self.index.warm_up()  # in the background: the first GET /jobs or /health need not wait for it
         self.uploads = InboxLayout(self.config().inbox).uploads
         if sweep_stale_uploads(self.uploads):
             log.info("removed uploads that a crash interrupted (older than an hour) from %s", self.uploads)
@@ -221,7 +220,7 @@ def job_router(ctx: ApiContext) -> APIRouter:
         except ValueError as exc:  # in the shape of FastAPI's own validation errors, as documented
             problem = {"loc": ["query", "status"], "msg": str(exc), "type": "value_error"}
             raise HTTPException(422, [problem]) from None
-        ids, total = select_page(ctx.index.newest_first(), wanted, offset, limit)
+        ids, total = ctx.index.page(wanted, offset, limit)
         jobs = []
         for job_id in ids:
             try:
@@ -424,7 +423,7 @@ def add_api(app: FastAPI, ctx: ApiContext) -> None:
     @app.get("/health", response_model=Health, tags=["service"], summary="Health, with job counts by status")
     def health() -> JSONResponse:
         loop_ok, engine_ok = ctx.main_loop_ok(), ctx.engine_ready()
-        counts = count_by_status(status for _, status in ctx.index.newest_first())
+        counts = ctx.index.counts()
         body = {
             "status": "ok" if loop_ok and engine_ok else "degraded",
             "worker_id": ctx.control.worker_id,
