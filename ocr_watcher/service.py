@@ -98,7 +98,9 @@ class Service:
         self._engines: dict[tuple, Engine] = {}
         # Completed jobs seen in the outbox are never read again: self.store.completed, shared with
         # the job API's listing and retention.
-        self._retryable: set[str] = set()  # failed/cancelled: watched for RETRY
+        # Failed/cancelled jobs, watched for RETRY: job id -> metadata.json's stamp when last read, so
+        # that a job another daemon retried (and now runs, or died running) is read again.
+        self._retryable: dict[str, tuple[int, int] | None] = {}
         self._watched: set[str] = set()  # others' unfinished jobs and unreadable ones: read on every scan
         self._held: set[str] = set()  # active or retryable at the last outbox scan
         self._outbox_watch = OutboxWatch(config.outbox)  # whether the outbox must be listed again
@@ -409,7 +411,7 @@ class Service:
             served=len(done),
         )
         self.active[meta.job_id] = _Active(job, meta)
-        self._retryable.discard(meta.job_id)
+        self._retryable.pop(meta.job_id, None)
         self.scheduler.add(job)
 
     def _handle(self, event: Event, stopping: bool = False) -> None:
@@ -582,11 +584,21 @@ class Service:
             else:
                 self._save(active)
 
-    def _note_terminal(self, meta: JobMeta) -> None:
+    def _note_terminal(self, meta: JobMeta, stamp: tuple[int, int] | None = None) -> None:
+        """`stamp`: metadata.json's (inode, mtime) taken before `meta` was read (else taken now)."""
         if meta.status is Status.COMPLETED:
             self.store.completed.add_meta(meta)
         elif meta.status in RETRYABLE:
-            self._retryable.add(meta.job_id)
+            self._retryable[meta.job_id] = stamp if stamp is not None else self._metadata_stamp(meta.job_id)
+
+    def _metadata_stamp(self, job_id: str) -> tuple[int, int] | None:
+        """(inode, mtime): every rewrite is a new file (atomic rename), so this changes even where
+        the filesystem's mtimes are coarse."""
+        try:
+            st = self.store.paths(job_id).metadata.stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
 
     # -- an input whose writer was not done (pipeline/input_watch.py) --------------------------------
     def _start_over(self, active: _Active, stamp: Stamp) -> None:
@@ -676,7 +688,7 @@ class Service:
 
     def _retry(self, job_id: str) -> None:
         meta = self.store.try_load(job_id)
-        self._retryable.discard(job_id)
+        self._retryable.pop(job_id, None)
         if meta is None or meta.status not in RETRYABLE:
             if meta is not None and meta.status is Status.COMPLETED:
                 log.info("%s: completed; RETRY ignored", job_id)
@@ -721,21 +733,27 @@ class Service:
         # An unchanged outbox holds the folders of the last listing: only the jobs that can change are
         # looked at again (failed/cancelled ones for RETRY, others' unfinished or unreadable ones, and
         # those that were ours at the last scan), not every finished job (see spool/listing.py).
-        job_ids = self.store.iter_job_ids() if full else list(self._watched | self._retryable | self._held)
+        job_ids = self.store.iter_job_ids() if full else list(self._watched | set(self._retryable) | self._held)
         completed, retryable_before = self.store.completed, set(self._retryable)
         completed_listed, retryable_listed, watched = 0, set(), set()
         beats: dict[str, Beat | None] = {}
         for job_id in job_ids:
+            read_at = None
             if job_id in self._retryable:
                 retryable_listed.add(job_id)
                 if self.store.has_control(job_id, RETRY):
                     self._retry(job_id)
-                continue
+                    continue
+                read_at = self._metadata_stamp(job_id)
+                if read_at == self._retryable[job_id]:
+                    continue
+                del self._retryable[job_id]  # rewritten (another daemon retried it): read it again
             if job_id in self.active:
                 continue
             if job_id in completed:
                 completed_listed += 1
                 continue
+            read_at = read_at or self._metadata_stamp(job_id)
             meta = self.store.load_unless_completed(job_id)  # a completed one is only noted
             if meta is None:
                 if job_id in completed:
@@ -744,7 +762,7 @@ class Service:
                     watched.add(job_id)  # unreadable (or gone): looked at again next time
                 continue
             if meta.status in TERMINAL:
-                self._note_terminal(meta)
+                self._note_terminal(meta, read_at)
                 completed_listed += job_id in completed
             elif meta.worker.id == self.worker_id and not self._is_fenced_meta(meta):
                 log.info("%s: resuming (%s, %d pages done)", job_id, meta.status.value, meta.progress.pages_done)
@@ -759,12 +777,13 @@ class Service:
             if job_id not in self.active and not meta.status.terminal:
                 watched.add(job_id)  # another daemon's: watched for its heartbeat
         if full:  # forget the jobs whose folders are gone (without holding the whole listing)
-            self._retryable -= retryable_before - retryable_listed
+            for gone in retryable_before - retryable_listed:
+                self._retryable.pop(gone, None)
             if completed_listed < len(completed):
                 completed.prune(set(self.store.iter_job_ids()), self.store.root)
             self._outbox_watch.listed(stamp)
         self._watched = watched
-        self._held = set(self.active) | self._retryable
+        self._held = set(self.active) | set(self._retryable)
 
     def _is_fenced_meta(self, meta: JobMeta) -> bool:
         return self.store.is_fenced(meta.job_id, meta.worker.epoch)
