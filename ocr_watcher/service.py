@@ -589,16 +589,7 @@ class Service:
         if meta.status is Status.COMPLETED:
             self.store.completed.add_meta(meta)
         elif meta.status in RETRYABLE:
-            self._retryable[meta.job_id] = stamp if stamp is not None else self._metadata_stamp(meta.job_id)
-
-    def _metadata_stamp(self, job_id: str) -> tuple[int, int] | None:
-        """(inode, mtime): every rewrite is a new file (atomic rename), so this changes even where
-        the filesystem's mtimes are coarse."""
-        try:
-            st = self.store.paths(job_id).metadata.stat()
-        except OSError:
-            return None
-        return st.st_ino, st.st_mtime_ns
+            self._retryable[meta.job_id] = stamp if stamp is not None else self.store.metadata_stamp(meta.job_id)
 
     # -- an input whose writer was not done (pipeline/input_watch.py) --------------------------------
     def _start_over(self, active: _Active, stamp: Stamp) -> None:
@@ -744,7 +735,7 @@ class Service:
                 if self.store.has_control(job_id, RETRY):
                     self._retry(job_id)
                     continue
-                read_at = self._metadata_stamp(job_id)
+                read_at = self.store.metadata_stamp(job_id)
                 if read_at == self._retryable[job_id]:
                     continue
                 del self._retryable[job_id]  # rewritten (another daemon retried it): read it again
@@ -753,7 +744,8 @@ class Service:
             if job_id in completed:
                 completed_listed += 1
                 continue
-            read_at = read_at or self._metadata_stamp(job_id)
+            # Taken before the read: a rewrite while reading shows as a change on the next scan.
+            read_at = read_at or self.store.metadata_stamp(job_id)
             meta = self.store.load_unless_completed(job_id)  # a completed one is only noted
             if meta is None:
                 if job_id in completed:

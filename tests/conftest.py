@@ -11,11 +11,20 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture
-def inbox(tmp_path) -> Path:
-    path = tmp_path / "inbox"
+def _folder(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    return _folder(tmp_path, "inbox")
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Path:
+    return _folder(tmp_path, "outbox")
 
 
 @pytest.fixture

@@ -30,13 +30,6 @@ class SimulatedCrash(Exception):
 
 
 @pytest.fixture
-def outbox(tmp_path) -> Path:
-    path = tmp_path / "outbox"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def store(outbox) -> JobStore:
     return JobStore(outbox, fsync=False)
 

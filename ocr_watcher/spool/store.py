@@ -147,6 +147,15 @@ class JobStore:
         path.touch()
         return path
 
+    def metadata_stamp(self, job_id: str) -> tuple[int, int] | None:
+        """metadata.json's (inode, mtime): every rewrite is a new file (atomic rename), so this
+        changes even where the filesystem's mtimes are coarse. None when it cannot be read."""
+        try:
+            st = os.stat(f"{self._root}{job_id}/{METADATA}")  # per job per scan: a str path
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
     def has_control(self, job_id: str, control: str) -> bool:
         return os.path.exists(f"{self._root}{job_id}/{control}")  # per failed job per scan
 
