@@ -204,8 +204,9 @@ def test_a_completed_job_with_a_pending_retry_is_not_chosen(tmp_path: Path) -> N
 def test_a_job_another_daemon_retried_is_taken_over_when_that_daemon_dies(tmp_path: Path) -> None:
     """Given two daemons sharing an outbox and a failed job, when a RETRY is acted on by the second
     daemon before the first one's scan sees the file, and the second daemon then dies, then the first
-    takes the job over once the second's lease has run out (invariant 4). (Before, the first kept the
-    job in its RETRY watch list and never read it again: its metadata.json's mtime now tells.)"""
+    takes the job over once the second's lease has run out (invariant 4), and not before. (Before, the
+    first kept the job in its RETRY watch list and never read it again.) The lease runs out on the
+    first daemon's clock, moved past it: a real lease, no race with the wall clock."""
 
     def daemon(name: str) -> Service:
         overrides = {
@@ -213,7 +214,7 @@ def test_a_job_another_daemon_retried_is_taken_over_when_that_daemon_dies(tmp_pa
             "outbox": str(tmp_path / "outbox"),
             "engine": "text",
             "worker_id": name,
-            "jobs": {"heartbeat_lease_seconds": 0.001, "fsync": False},
+            "jobs": {"heartbeat_lease_seconds": 60, "fsync": False},
             "http": {"enabled": False},
         }
         return Service(load_config(environ={}, overrides=overrides))
@@ -227,6 +228,9 @@ def test_a_job_another_daemon_retried_is_taken_over_when_that_daemon_dies(tmp_pa
     first.store.request(job, RETRY)
     second._scan_outbox()  # the second daemon retries it (and removes RETRY) first
     assert job in second.active and not first.store.has_control(job, RETRY)
-    beat(first.store, "second", iso(utc_now() - timedelta(hours=1)))  # then it dies
+    beat(first.store, "second", iso(utc_now()))  # then it dies: its last heartbeat is now
+    first._scan_outbox()
+    assert job not in first.active, "within the second's lease the job stays the second's"
+    first.heartbeats.clock = lambda: utc_now() + timedelta(seconds=61)
     first._scan_outbox()
     assert job in first.active

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,11 +29,19 @@ class Beat:
 
 
 class Heartbeats:
-    def __init__(self, layout: OutboxLayout, worker_id: str, host: str, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        layout: OutboxLayout,
+        worker_id: str,
+        host: str,
+        lease_seconds: float,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self.layout = layout
         self.worker_id = worker_id
         self.host = host
         self.lease_seconds = lease_seconds  # updated on reload
+        self.clock = clock  # what "now" is when judging a lease (tests move it past one)
 
     def write(self, active_jobs: int, *, stopped: bool = False) -> None:
         record = {
@@ -59,7 +68,7 @@ class Heartbeats:
         if beat is not None and beat.stopped and (job_beat is None or beat.at >= job_beat):
             return True
         moments = [moment for moment in (beat.at if beat else None, job_beat) if moment is not None]
-        return not moments or (utc_now() - max(moments)).total_seconds() > self.lease_seconds
+        return not moments or (self.clock() - max(moments)).total_seconds() > self.lease_seconds
 
     def is_gone(self, worker_id: str) -> bool:
         """The daemon stopped cleanly, or has not heart-beaten for a whole lease."""
