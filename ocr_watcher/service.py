@@ -41,7 +41,7 @@ from .spool.claim import Claimer, ClaimRequest, InputStillWritten, size_and_sha2
 from .spool.layout import CANCEL, RETRY
 from .spool.listing import OutboxWatch
 from .spool.model import RETRYABLE, TERMINAL, JobError, JobMeta, Status, Worker, utc_now
-from .spool.store import JobStore
+from .spool.store import JobStore, MetadataStamp
 from .spool.workers import Beat, Heartbeats
 
 log = logging.getLogger("ocr_watcher")
@@ -100,7 +100,7 @@ class Service:
         # the job API's listing and retention.
         # Failed/cancelled jobs, watched for RETRY: job id -> metadata.json's stamp when last read, so
         # that a job another daemon retried (and now runs, or died running) is read again.
-        self._retryable: dict[str, tuple[int, int] | None] = {}
+        self._retryable: dict[str, MetadataStamp | None] = {}
         self._watched: set[str] = set()  # others' unfinished jobs and unreadable ones: read on every scan
         self._held: set[str] = set()  # active or retryable at the last outbox scan
         self._outbox_watch = OutboxWatch(config.outbox)  # whether the outbox must be listed again
@@ -584,8 +584,8 @@ class Service:
             else:
                 self._save(active)
 
-    def _note_terminal(self, meta: JobMeta, stamp: tuple[int, int] | None = None) -> None:
-        """`stamp`: metadata.json's (inode, mtime) taken before `meta` was read (else taken now)."""
+    def _note_terminal(self, meta: JobMeta, stamp: MetadataStamp | None = None) -> None:
+        """`stamp`: metadata.json's stamp taken before `meta` was read (else taken now)."""
         if meta.status is Status.COMPLETED:
             self.store.completed.add_meta(meta)
         elif meta.status in RETRYABLE:

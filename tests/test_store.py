@@ -103,6 +103,37 @@ def test_save_and_load(store):
     assert leftovers(store.paths(A1).dir) == []
 
 
+def test_every_save_changes_the_metadata_stamp_even_on_the_same_inode_and_mtime(store):
+    """Given two rewrites of metadata.json within one timestamp tick, the second on the inode the first
+    freed (what a busy filesystem may do), the stamp still changes: the revision tells them apart."""
+    meta = make_meta(A1)
+    store.save(meta)
+    path = store.paths(A1).metadata
+    before, first = store.metadata_stamp(A1), path.stat()
+    kept = path.with_name("first-inode")
+    os.link(path, kept)  # hold on to the first file's inode
+    meta.priority = 5
+    store.save(meta)
+    # The new content in the first file's inode, with the first file's mtime, in its place:
+    kept.write_bytes(path.read_bytes())
+    os.utime(kept, ns=(first.st_atime_ns, first.st_mtime_ns))
+    os.replace(kept, path)
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+    assert store.metadata_stamp(A1) != before
+    assert store.load(A1).priority == 5 and store.load(A1).revision == before[0] + 1 == 2
+
+
+def test_a_metadata_json_without_a_revision_is_stamped_by_inode_and_mtime(store):
+    """A file written by hand (or by an older daemon) has no revision: its inode and mtime still tell."""
+    path = store.paths(A1).metadata
+    doc = make_meta(A1).to_json()
+    del doc["revision"]
+    path.write_text(json.dumps(doc))
+    st = path.stat()
+    assert store.metadata_stamp(A1) == (-1, st.st_ino, st.st_mtime_ns)
+    assert store.metadata_stamp(B1) is None  # no metadata.json
+
+
 def test_load_missing_and_corrupt(store):
     with pytest.raises(JobNotFound):
         store.load(A1)

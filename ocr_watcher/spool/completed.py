@@ -83,7 +83,9 @@ def completed_times(doc: Any, job_id: str) -> tuple[int, int | None] | None:
 
 # metadata.json as the daemon writes it (json.dumps with indent 2, in the model's field order) begins
 # so. This header alone proves the status and the job id: nothing nested comes before it.
-_HEADER = re.compile(rb'\{\n  "schema_version": \d+,\n  "job_id": "([^"\\]*)",\n  "status": "completed",\n')
+_HEADER = re.compile(
+    rb'\{\n  "schema_version": \d+,\n(?:  "revision": \d+,\n)?  "job_id": "([^"\\]*)",\n  "status": "completed",\n'
+)
 # With indent 2, only top-level keys are exactly two spaces in (a raw newline is never inside a string).
 _TOP_TIME = re.compile(rb'\n  "(created_at|finished_at)": (?:"([^"\\]*)"|null)')
 

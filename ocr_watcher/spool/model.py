@@ -107,6 +107,9 @@ class Worker(_Model):
 
 class JobMeta(_Model):
     schema_version: int = SCHEMA_VERSION
+    # Bumped by the store on every write: the change signal of a job record (JobStore.metadata_stamp).
+    # Second, so that it sits in the file's first bytes.
+    revision: int = 0
     job_id: str
     status: Status = Status.QUEUED
     source: Source

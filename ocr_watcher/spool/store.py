@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -23,6 +24,9 @@ from .completed import CompletedJobs
 from .ids import is_job_id
 from .layout import CANCEL, METADATA, RETRY, JobPaths, OutboxLayout
 from .model import JobMeta
+
+MetadataStamp = tuple[int, int, int]  # (revision, inode, mtime_ns): see JobStore.metadata_stamp
+_REVISION = re.compile(rb'^\{\n  "schema_version": \d+,\n  "revision": (\d+),\n')
 
 
 class JobNotFound(Exception):
@@ -135,8 +139,14 @@ class JobStore:
             return None
 
     def save(self, meta: JobMeta) -> None:
-        """Write metadata.json atomically. Raises FileNotFoundError if the job folder is gone."""
-        atomic_write_json(self.paths(meta.job_id).metadata, meta.to_json(), fsync=self.fsync)
+        """Write metadata.json atomically, at the next revision. Raises FileNotFoundError if the job
+        folder is gone."""
+        meta.revision += 1
+        try:
+            atomic_write_json(self.paths(meta.job_id).metadata, meta.to_json(), fsync=self.fsync)
+        except BaseException:
+            meta.revision -= 1  # not written: the next try writes this revision
+            raise
 
     # -- control files -------------------------------------------------------------------------
     def request(self, job_id: str, control: str) -> Path:
@@ -147,14 +157,25 @@ class JobStore:
         path.touch()
         return path
 
-    def metadata_stamp(self, job_id: str) -> tuple[int, int] | None:
-        """metadata.json's (inode, mtime): every rewrite is a new file (atomic rename), so this
-        changes even where the filesystem's mtimes are coarse. None when it cannot be read."""
+    def metadata_stamp(self, job_id: str) -> MetadataStamp | None:
+        """What tells a rewrite of metadata.json: its revision, which every save bumps, with its
+        inode and mtime for a file written without one (by hand, or by an older daemon). Inode and
+        mtime alone can repeat: two rewrites within one timestamp tick can hand the second the inode
+        the first one freed. One open and a 64-byte read (per failed job per scan): the revision is
+        the file's second key. None when it cannot be read."""
         try:
-            st = os.stat(f"{self._root}{job_id}/{METADATA}")  # per job per scan: a str path
+            fd = os.open(f"{self._root}{job_id}/{METADATA}", os.O_RDONLY | os.O_CLOEXEC)  # a str path
         except OSError:
             return None
-        return st.st_ino, st.st_mtime_ns
+        try:
+            st = os.fstat(fd)
+            head = os.read(fd, 64)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        found = _REVISION.search(head)
+        return int(found.group(1)) if found else -1, st.st_ino, st.st_mtime_ns
 
     def has_control(self, job_id: str, control: str) -> bool:
         return os.path.exists(f"{self._root}{job_id}/{control}")  # per failed job per scan
