@@ -38,6 +38,9 @@ class Hooks:
     def on_storage_error(self, operation: str, error: str) -> None:
         """Writing to the outbox failed (full, read-only); operation: "page", "metadata" or "claim"."""
 
+    def on_storage_state(self, problem: str | None) -> None:
+        """What the daemon now waits for (the outbox is full, read-only, gone), or None: it works again."""
+
     def on_stop(self, service: Service) -> None:
         """The daemon is stopping (SIGTERM); pages in flight are being finished."""
 
@@ -82,6 +85,9 @@ class HookList(Hooks):
 
     def on_storage_error(self, operation: str, error: str) -> None:
         self._each("on_storage_error", operation, error)
+
+    def on_storage_state(self, problem: str | None) -> None:
+        self._each("on_storage_state", problem)
 
     def on_stop(self, service: Service) -> None:
         self._each("on_stop", service)

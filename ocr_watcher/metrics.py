@@ -194,6 +194,10 @@ class Metrics:
         # Outbox and retention
         self.outbox_bytes = gauge("outbox_bytes", "Bytes used by job folders in the outbox (NaN until measured).")
         self.outbox_bytes_limit = gauge("outbox_bytes_limit", "Retention's outbox size limit (0: none).")
+        self.outbox_writable = gauge(
+            "outbox_writable", "1 while the outbox takes writes; 0 while it is full, read-only or away (see /readyz)."
+        )
+        self.outbox_writable.set(1)
         self.jobs_limit = gauge("jobs_limit", "Retention's job count limit (0: none).")
         self.job_age_limit = gauge("job_age_limit_seconds", "Retention's job age limit (0: none).")
         self.retention_deletions = counter(
@@ -254,6 +258,7 @@ class MetricsHooks(Hooks):
         self._engines: list[tuple[str, Engine]] = []  # snapshot for the HTTP threads
         self._last_tick: float | None = None
         self._last_refresh = -math.inf
+        self._storage_problem: str | None = None  # what the daemon waits for, if anything
 
     # -- hooks (main thread) -------------------------------------------------------------------------
     def on_start(self, service: Service) -> None:
@@ -302,6 +307,10 @@ class MetricsHooks(Hooks):
 
     def on_storage_error(self, operation: str, error: str) -> None:
         self.metrics.storage_errors.labels(operation=operation).inc()
+
+    def on_storage_state(self, problem: str | None) -> None:
+        self._storage_problem = problem
+        self.metrics.outbox_writable.set(0 if problem else 1)
 
     def on_job_deleted(self, job_id: str, reason: str, size_bytes: int) -> None:
         self.metrics.retention_deletions.labels(reason=reason).inc()
@@ -368,6 +377,8 @@ class MetricsHooks(Hooks):
         if not self._engines:
             return text(503, "no engine started yet")
         problems = engine_problems(self._engines)
+        if self._storage_problem is not None:
+            problems.insert(0, f"outbox: {self._storage_problem}")
         if problems:
             return text(503, "not ready:\n" + "\n".join(problems))
         return text(200, "ready: " + ", ".join(label for label, _ in self._engines))

@@ -147,6 +147,7 @@ class NotifyHooks(Hooks):
         self._config: Config | None = None
         self._reloading = False
         self._reload_note = ""  # appended to STATUS after a refused reload, until one is applied
+        self._storage_note = ""  # appended while the outbox cannot be written
 
     def on_start(self, service: Service) -> None:
         self._config = service.config
@@ -198,8 +199,12 @@ class NotifyHooks(Hooks):
             self._status = text
             self.notifier.send(f"STATUS={text}")
 
+    def on_storage_state(self, problem: str | None) -> None:
+        self._storage_note = f"; waiting: {problem}" if problem else ""
+        self._status_due = True
+
     def _status_text(self, service: Service) -> str:
-        return status_line(service) + self._reload_note
+        return status_line(service) + self._storage_note + self._reload_note
 
 
 def make_hooks(config: Config, environ: MutableMapping[str, str] | None = None) -> NotifyHooks:

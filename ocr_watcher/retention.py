@@ -215,6 +215,7 @@ class PassResult:
     total_bytes: int = 0  # job folders left afterwards
     job_count: int = 0
     trash_removed: int = 0
+    outbox_missing: str | None = None  # the pass did nothing: the outbox was away (JobStore.missing)
 
     @property
     def deleted_bytes(self) -> int:
@@ -246,6 +247,9 @@ class Retention:
     ) -> PassResult:
         now = now or utc_now()
         result = PassResult()
+        result.outbox_missing = self.store.missing()
+        if result.outbox_missing is not None:  # an empty listing then says nothing about the jobs
+            return result
         if not dry_run:
             result.trash_removed = self.sweep_trash()
         census = self._census()
@@ -298,7 +302,8 @@ class Retention:
                 size = folder_size(os.path.join(self._root, job_id))
                 completed.set_size(job_id, size)
             census.total_bytes += size
-        if noted < len(completed) or cached < len(cache):  # some are gone: forget them
+        # Some are gone: forget them, unless the outbox went away during the listing.
+        if (noted < len(completed) or cached < len(cache)) and self.store.missing() is None:
             listed = set(self.store.iter_job_ids())
             completed.prune(listed, self._root)
             for gone in [job_id for job_id in cache if job_id not in listed]:
@@ -530,7 +535,8 @@ class RetentionHooks(Hooks):
             result = self.retention.run_pass(
                 limits, now, on_deleted=lambda d, job: self._on_deleted(d, job, now), should_stop=self._stop.is_set
             )
-            self._outbox_bytes = result.total_bytes
+            if result.outbox_missing is None:
+                self._outbox_bytes = result.total_bytes
             for job_id, why in result.skipped:
                 log.info("%s: kept by retention although over a limit: %s", job_id, why)
             if result.trash_removed:

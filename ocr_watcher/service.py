@@ -43,11 +43,13 @@ from .spool.listing import OutboxWatch
 from .spool.model import RETRYABLE, TERMINAL, JobError, JobMeta, Status, Worker, utc_now
 from .spool.store import JobStore, MetadataStamp
 from .spool.workers import Beat, Heartbeats
+from .storage_watch import StorageWatch
 
 log = logging.getLogger("ocr_watcher")
 TICK_SECONDS = 0.25
 CONTROL_CHECK_SECONDS = 1.0
-STORAGE_RETRY_SECONDS = 5.0  # a page that could not be written waits this long before it runs again
+STORAGE_RETRY_SECONDS = 5.0  # a page (or a result) that could not be written waits this long before it runs again
+PRESENCE_CHECK_SECONDS = 0.25  # how often the outbox is checked to be the one we started on
 METADATA_FLUSH_SECONDS = 1.0
 
 
@@ -70,8 +72,11 @@ class _Active:
     meta: JobMeta
     open_failures: int = 0
     dirty: bool = False
-    previous: Status | None = None  # the status before a terminal one not yet on disk
+    # The status before a change not yet on disk: observers hear of the change once it is.
+    previous: Status | None = None
     notes: list[str] = field(default_factory=list)  # warnings of this run that go into metadata.json
+    clear_after_save: list[str] = field(default_factory=list)  # control files done with once saved
+    result_due: float | None = None  # every page is done, the result could not be written: try then
 
 
 class Service:
@@ -105,9 +110,12 @@ class Service:
         self._held: set[str] = set()  # active or retryable at the last outbox scan
         self._outbox_watch = OutboxWatch(config.outbox)  # whether the outbox must be listed again
         self.outbox_bytes: int | None = None  # measured by the retention hook; read by metrics
-        self._deferred: list[tuple[float, RunningJob, int]] = []  # pages waiting for the outbox to be writable
+        # Pages (None: the opening) waiting for the outbox to be writable, or to come back.
+        self._deferred: list[tuple[float, RunningJob, int | None]] = []
         self._settling = SettleWatch()  # jobs whose input changed after the claim, waiting for it to hold still
-        self._last_storage_warning = 0.0
+        self.storage = StorageWatch(self.hooks.on_storage_state)
+        self._missing: str | None = None  # why the outbox is not there, at the last look
+        self._last_presence = -PRESENCE_CHECK_SECONDS
         self.managed_server: Any = None  # the supervised `vllm serve`, when engine vllm runs one
         self._stop_requested = False
         self._reload_requested = False
@@ -195,6 +203,7 @@ class Service:
             os.umask(0o002)  # everything we create (folders, files, children's files) group-writable
         for folder in (self.config.inbox, self.config.outbox):
             folder.mkdir(parents=True, exist_ok=True)
+        self.store.pin_identity()
         self._acquire_worker_lock()
         shutil.rmtree(self.pipeline.settings.work_dir, ignore_errors=True)
         self._start_managed_server()
@@ -211,7 +220,7 @@ class Service:
         recovered = self.claimer.recover(self.heartbeats.is_gone)
         if recovered:
             log.info("finished %d claims interrupted by a crash", len(recovered))
-        self._scan_outbox(startup=True)
+        self._guarded("scan", self._scan_outbox, True)  # a full or read-only outbox: the loop's scans go on
         self.intake.start_watching()
         self.pipeline.start()
         self.hooks.on_start(self)
@@ -254,20 +263,24 @@ class Service:
                 event = None
         now = time.monotonic()
         if now - self._last_heartbeat >= self._heartbeat_interval:
-            self._check_fencing()
+            self._guarded("heartbeat", self._check_fencing)
             self._write_heartbeat()
         self.intake.refresh(now)
         self._requeue_deferred(now)
-        if self._settling:
-            self._start_settled_inputs(now)
-        self._claim_ready()
-        if now - self._last_control >= CONTROL_CHECK_SECONDS:
-            self._check_controls()
+        # While the outbox is away (an unmounted share, a moved folder) nothing is claimed into it,
+        # and nothing read from it counts: an empty listing is not "every job is gone".
+        present = self._outbox_present(now)
+        if present and self._settling:
+            self._guarded("settle", self._start_settled_inputs, now)
+        if present:
+            self._guarded("claim", self._claim_ready)
+        if present and now - self._last_control >= CONTROL_CHECK_SECONDS:
+            self._guarded("control", self._check_controls)
             self._last_control = now
-        if now - self._last_outbox_scan >= self.config.jobs.outbox_scan_interval_seconds:
-            self._scan_outbox()
+        if present and now - self._last_outbox_scan >= self.config.jobs.outbox_scan_interval_seconds:
+            self._guarded("scan", self._scan_outbox)
         if now - self._last_flush >= METADATA_FLUSH_SECONDS:
-            self._flush_dirty()
+            self._guarded("metadata", self._flush_dirty)
             self._last_flush = now
         if now - self._last_rescan >= self.config.intake.rescan_interval_seconds:
             self.intake.forget_reports()
@@ -277,6 +290,33 @@ class Service:
         self.hooks.on_tick(self)
         if self._reload_requested:  # after the hooks, so that they see it begin (RELOADING=1)
             self._reload()
+
+    def _guarded(self, operation: str, step: Callable[..., object], *args: object) -> None:
+        """One periodic step of the loop: a storage fault makes it wait (and say so), a bug is
+        logged; neither stops the daemon, which tries the step again on its next turn."""
+        try:
+            step(*args)
+        except OSError as exc:
+            self.hooks.on_storage_error(operation, str(exc))
+            self.storage.failed(operation, exc)
+        except Exception:
+            log.exception("internal error in the main loop's %s step; trying again", operation)
+        else:
+            self.storage.succeeded(operation)
+
+    def _outbox_present(self, now: float) -> bool:
+        if now - self._last_presence < PRESENCE_CHECK_SECONDS:
+            return self._missing is None
+        self._last_presence = now
+        was, self._missing = self._missing, self.store.missing()
+        if self._missing is not None:
+            self.storage.failed("outbox", self._missing)
+        elif was is not None:
+            self.storage.succeeded("outbox")
+            log.info("the outbox %s is back; listing it again", self.config.outbox)
+            self._outbox_watch = OutboxWatch(self.config.outbox)  # a full listing on the next scan
+            self._last_outbox_scan = 0.0
+        return self._missing is None
 
     # Called from signal handlers: they only set flags, the loop acts on them (uvicorn style).
     def request_stop(self) -> None:
@@ -340,6 +380,7 @@ class Service:
                 self._claim(request)
             except OSError as exc:
                 self.hooks.on_storage_error("claim", str(exc))
+                self.storage.failed("claim", exc)
                 log.error("cannot claim %s: %s (recovery finishes the claim later)", request.inbox_path, exc)
             except InputStillWritten as exc:
                 log.warning("%s: its writer is not done; the claim is finished once it holds still", exc)
@@ -349,9 +390,12 @@ class Service:
     def _claim(self, request: ClaimRequest, *, give_back: bool = False) -> str | None:
         """Claim one file into a job and start on it; None when another daemon (or a person) took
         the file first. The one code path for inbox files and HTTP uploads alike."""
+        if self._missing is not None:  # not into an empty folder where the outbox should be
+            raise FileNotFoundError(errno.ENOENT, self._missing)
         job_id = self.claimer.claim(request, give_back=give_back)
         if job_id is None:
             return None
+        self.storage.succeeded("claim")
         meta = self.store.try_load(job_id)
         if meta is None:
             return job_id
@@ -393,7 +437,7 @@ class Service:
         self._retry(job_id)
 
     # -- job lifecycle ---------------------------------------------------------------------------
-    def _activate(self, meta: JobMeta) -> None:
+    def _activate(self, meta: JobMeta) -> _Active:
         paths = self.store.paths(meta.job_id)
         self.store.sweep_temp_files(meta.job_id)
         done = self.store.done_pages(meta.job_id)
@@ -410,9 +454,10 @@ class Service:
             done=done,
             served=len(done),
         )
-        self.active[meta.job_id] = _Active(job, meta)
+        active = self.active[meta.job_id] = _Active(job, meta)
         self._retryable.pop(meta.job_id, None)
         self.scheduler.add(job)
+        return active
 
     def _handle(self, event: Event, stopping: bool = False) -> None:
         active = self.active.get(event.job.job_id)
@@ -421,6 +466,7 @@ class Service:
         if isinstance(event, Opened):
             self._on_opened(active, event, stopping)
         elif isinstance(event, PageDone):
+            self.storage.succeeded("page")
             event.job.in_flight.discard(event.page)
             event.job.done.add(event.page)
             event.job.failed.pop(event.page, None)
@@ -435,6 +481,11 @@ class Service:
         if (changed := changed_since_claim(active.meta.source, job.input_path)) is not None:
             self._start_over(active, changed)  # also when it did not open: it may be half-written
             return
+        if event.error is not None and (missing := self.store.missing()) is not None:
+            self.storage.failed("open", missing)  # the input is in the outbox: it is away, not bad
+            self._defer(job, None)
+            return
+        self.storage.succeeded("open")
         if event.error is not None:
             self._finish(active, Status.FAILED, JobError(type=event.error.type, message=str(event.error)))
             return
@@ -454,8 +505,8 @@ class Service:
             active.meta.worker.heartbeat_at = utc_now()
             pages = f"{job.pages_total} page{'s' if job.pages_total != 1 else ''}"
             log.info("%s: processing, %s (%d already done)", job.job_id, pages, len(job.done))
+            active.previous = Status.QUEUED
             self._save(active)
-            self.hooks.on_job_status(active.meta, Status.QUEUED)
         if not stopping:
             self.scheduler.add(job)
         self._progress(active)
@@ -463,15 +514,18 @@ class Service:
     def _on_page_failed(self, active: _Active, event: PageFailed, stopping: bool) -> None:
         job = active.job
         job.in_flight.discard(event.page)
-        if job.cancelled or event.stage == "cancelled":
+        if job.cancelled:
             return  # the job was cancelled, deleted or taken over: the control checks deal with it
-        if event.stage == "write":  # the outbox is full or read-only: not the page's fault, wait
+        if event.stage == "cancelled":
+            # Its folder was gone, or a lease newer than ours there, when the page was written: the
+            # control and fencing checks forget the job if so; if not (the outbox was away), it runs again.
+            self._defer(job, event.page)
+            return
+        missing = self.store.missing() if event.stage == "render" else None  # the input is in the outbox
+        if event.stage == "write" or missing is not None:  # full, read-only or away: not the page's fault
             self.hooks.on_storage_error("page", event.error)
-            job.attempts[event.page] = job.attempts.get(event.page, 1) - 1
-            self._deferred.append((time.monotonic() + STORAGE_RETRY_SECONDS, job, event.page))
-            if time.monotonic() - self._last_storage_warning > STORAGE_RETRY_SECONDS:
-                self._last_storage_warning = time.monotonic()
-                log.error("%s: cannot write to the outbox (%s); pages wait and are retried", job.job_id, event.error)
+            self.storage.failed("page", missing or event.os_error or event.error)
+            self._defer(job, event.page)
             return
         retries_left = job.attempts.get(event.page, 1) <= self.config.pipeline.page_retries
         if not event.permanent and retries_left:
@@ -486,6 +540,12 @@ class Service:
         job.failed[event.page] = event.error
         self.hooks.on_page(job.job_id, event.page, "failed", self._failure_info(job, event))
         self._progress(active)
+
+    def _defer(self, job: RunningJob, page: int | None) -> None:
+        """Run the page (None: open the job) again after a while, without using up a retry."""
+        if page is not None:
+            job.attempts[page] = job.attempts.get(page, 1) - 1
+        self._deferred.append((time.monotonic() + STORAGE_RETRY_SECONDS, job, page))
 
     @staticmethod
     def _failure_info(job: RunningJob, event: PageFailed) -> dict[str, Any]:
@@ -516,12 +576,19 @@ class Service:
             )
             self._finish(active, Status.FAILED, JobError(type="pages_failed", message=message))
             return
+        active.result_due = None
         try:
             markdown, result_meta = assemble_result(self.store, active.meta, job.failed)
             self.store.write_result(job.job_id, markdown, result_meta)
-        except FileNotFoundError:
-            self._forget(job.job_id, "its folder was deleted")
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and self._folder_deleted(job.job_id):
+                self._forget(job.job_id, "its folder was deleted")
+                return
+            self.hooks.on_storage_error("result", str(exc))
+            self.storage.failed("result", exc)
+            active.result_due = time.monotonic() + STORAGE_RETRY_SECONDS  # the flush tries again
             return
+        self.storage.succeeded("result")
         active.meta.warnings = [*active.notes, *result_meta["warnings"]][:100]
         self._finish(active, Status.COMPLETED)
 
@@ -553,30 +620,54 @@ class Service:
             active.job.cancelled = True
             log.warning("%s: no longer working on it: %s", job_id, why)
 
+    def _folder_deleted(self, job_id: str) -> bool:
+        """The job's folder is gone while the outbox is there: a person deleted it (a cancel)."""
+        return self.store.missing() is None and not os.path.isdir(self.store.paths(job_id).dir)
+
     def _save(self, active: _Active) -> bool:
-        """Write metadata.json, unless the job was deleted or taken over meanwhile. False when it
-        could not be written (the job is then forgotten, or kept dirty to be tried again)."""
+        """The one guarded write of a job record we own: metadata.json, unless the job was deleted or
+        taken over meanwhile. False when it could not be written: the job is then forgotten, or (the
+        outbox full, read-only or away) kept dirty, and the flush tries again."""
         job_id = active.job.job_id
-        if self.store.is_fenced(job_id, active.job.epoch):
-            self._forget(job_id, "another daemon has taken it over")
-            return False
-        active.meta.updated_at = utc_now()
-        active.meta.worker.heartbeat_at = active.meta.updated_at
         try:
+            if self.store.is_fenced(job_id, active.job.epoch):
+                self._forget(job_id, "another daemon has taken it over")
+                return False
+            active.meta.updated_at = utc_now()
+            active.meta.worker.heartbeat_at = active.meta.updated_at
             self.store.save(active.meta)
-        except FileNotFoundError:
-            self._forget(job_id, "its folder was deleted (treated as cancel)")
-            return False
         except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and self._folder_deleted(job_id):
+                self._forget(job_id, "its folder was deleted (treated as cancel)")
+                return False
             active.dirty = True
             self.hooks.on_storage_error("metadata", str(exc))
-            log.error("%s: cannot write metadata.json: %s (will try again)", job_id, exc)
+            self.storage.failed("metadata", exc)
+            self.store.touch_lease(job_id, active.job.epoch)  # a takeover not yet on disk is still ours
             return False
         active.dirty = False
+        self.storage.succeeded("metadata")
+        active.clear_after_save = [c for c in active.clear_after_save if self._clear_control(job_id, c) is not None]
+        if active.previous is not None and not active.meta.status.terminal:
+            previous, active.previous = active.previous, None
+            self.hooks.on_job_status(active.meta, previous)
         return True
 
+    def _clear_control(self, job_id: str, control: str) -> OSError | None:
+        """Remove a control file we acted on; the error when it cannot be (a read-only outbox)."""
+        try:
+            self.store.clear_control(job_id, control)
+        except OSError as exc:
+            self.hooks.on_storage_error("control", str(exc))
+            log.warning("%s: cannot remove %s: %s", job_id, control, exc)
+            return exc
+        return None
+
     def _flush_dirty(self) -> None:
+        now = time.monotonic()
         for active in list(self.active.values()):
+            if active.result_due is not None and active.result_due <= now and not active.meta.status.terminal:
+                self._complete(active)
             if not active.dirty:
                 continue
             if active.meta.status.terminal:
@@ -661,7 +752,11 @@ class Service:
         due = [entry for entry in self._deferred if entry[0] <= now]
         self._deferred = [entry for entry in self._deferred if entry[0] > now]
         for _, job, page in due:
-            if not job.cancelled:
+            if job.cancelled:
+                continue
+            if page is None:
+                self.scheduler.add(job)  # opened again
+            else:
                 self.scheduler.requeue(job, page)
 
     def _check_controls(self) -> None:
@@ -675,27 +770,48 @@ class Service:
         elif paths.cancel.exists() and not active.meta.status.terminal:
             error = JobError(type="cancelled", message="cancelled on request (a CANCEL file, or DELETE /jobs/{id})")
             self._finish(active, Status.CANCELLED, error)
-            self.store.clear_control(job_id, CANCEL)
+            self._clear_control(job_id, CANCEL)  # one left behind is cleared by a retry
 
     def _retry(self, job_id: str) -> None:
         meta = self.store.try_load(job_id)
-        self._retryable.pop(job_id, None)
         if meta is None or meta.status not in RETRYABLE:
+            self._retryable.pop(job_id, None)
             if meta is not None and meta.status is Status.COMPLETED:
                 log.info("%s: completed; RETRY ignored", job_id)
-                self.store.clear_control(job_id, RETRY)
+                self._clear_control(job_id, RETRY)
             return
+        # A CANCEL left behind would cancel the retried job at once: it goes first, and while it
+        # cannot (a read-only outbox) the RETRY waits for the next scan.
+        if (error := self._clear_control(job_id, CANCEL)) is not None:
+            self.storage.failed("retry", error)
+            return
+        self.storage.succeeded("retry")
+        self._retryable.pop(job_id, None)
         if not self._take_over(meta, reason="retry requested"):
             return
         previous = meta.status
         meta.transition(Status.QUEUED)
-        self.store.remove_result(job_id)
-        self.store.save(meta)
-        self.hooks.on_job_status(meta, previous)
-        self.store.clear_control(job_id, RETRY)
-        self.store.clear_control(job_id, CANCEL)
+        self._remove_result(job_id)
         log.info("%s: queued again (attempt %d)", job_id, meta.attempts)
-        self._activate(meta)
+        self._adopt(meta, previous, clear_after_save=[RETRY])
+
+    def _remove_result(self, job_id: str) -> None:
+        try:
+            self.store.remove_result(job_id)
+        except OSError as exc:  # rewritten when the job completes again
+            self.hooks.on_storage_error("result", str(exc))
+            log.warning("%s: cannot remove the earlier result: %s", job_id, exc)
+
+    def _adopt(self, meta: JobMeta, previous: Status | None, clear_after_save: list[str] | None = None) -> None:
+        """Work on a job just taken over (its lease is ours): in memory at once, and its record
+        written through the guarded save. Where that cannot be written yet (the outbox full or
+        read-only), the flush tries again: the lease we hold and the record come together, and
+        until they do, no other daemon steps over a lease younger than a heartbeat lease."""
+        active = self._activate(meta)
+        active.previous = previous
+        active.clear_after_save = list(clear_after_save or [])
+        active.dirty = True
+        self._save(active)
 
     def _take_over(self, meta: JobMeta, *, reason: str) -> bool:
         """Become the job's owner at the next epoch (exactly one daemon can)."""
@@ -718,7 +834,9 @@ class Service:
                 for job_id in self.claimer.recover(self.heartbeats.is_gone):
                     log.warning("%s: finished an interrupted claim", job_id)
             except OSError as exc:  # a full or read-only outbox: the claim stays where it is
-                log.error("cannot finish interrupted claims: %s (will try again)", exc)
+                self.storage.failed("claim", exc)
+            else:
+                self.storage.succeeded("claim")
         stamp = self._outbox_watch.stamp()
         full = startup or not self._outbox_watch.unchanged(stamp)
         # An unchanged outbox holds the folders of the last listing: only the jobs that can change are
@@ -761,14 +879,14 @@ class Service:
                 self._activate(meta)
             elif meta.worker.id == self.worker_id:  # fenced, yet still ours: a takeover that died half-way
                 if self._take_over(meta, reason="an abandoned takeover"):
-                    self.store.save(meta)
-                    self._activate(meta)
+                    self._adopt(meta, None)
             elif self.heartbeats.job_owner_gone(meta, beats) and self._take_over(meta, reason="heartbeat expired"):
-                self.store.save(meta)
-                self._activate(meta)
+                self._adopt(meta, None)
             if job_id not in self.active and not meta.status.terminal:
                 watched.add(job_id)  # another daemon's: watched for its heartbeat
-        if full:  # forget the jobs whose folders are gone (without holding the whole listing)
+        # Forget the jobs whose folders are gone (without holding the whole listing), unless the
+        # outbox went away during the listing: then nothing listed, and nothing is gone.
+        if full and self.store.missing() is None:
             for gone in retryable_before - retryable_listed:
                 self._retryable.pop(gone, None)
             if completed_listed < len(completed):
@@ -787,7 +905,13 @@ class Service:
 
     def _write_heartbeat(self, stopped: bool = False) -> None:
         self._last_heartbeat = time.monotonic()
-        self.heartbeats.write(len(self.active), stopped=stopped)
+        if self._missing is not None:
+            return  # not into whatever stands where the outbox was
+        error = self.heartbeats.write(len(self.active), stopped=stopped)
+        if error is None:
+            self.storage.succeeded("heartbeat")
+        else:
+            self.storage.failed("heartbeat", error)
 
     def _check_fencing(self) -> None:
         """After a pause (SIGSTOP, a stalled share) another daemon may own some of our jobs."""

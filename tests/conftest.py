@@ -1,14 +1,16 @@
-"""Fixtures shared by the claim tests (tests/test_claim.py, tests/test_late_writes.py)."""
+"""Fixtures shared by the tests: inbox and outbox folders, one on another filesystem, and tmpfs mounts."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.storage import mount_tmpfs, unmount_all
 
 
 def _folder(tmp_path: Path, name: str) -> Path:
@@ -37,3 +39,20 @@ def shm_outbox(tmp_path: Path) -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix="ocrw-test-", dir=shm))
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """mount(size[, name]) -> a fresh folder (default "outbox") on its own tmpfs of that size;
+    unmounted afterwards."""
+    mounted: list[Path] = []
+
+    def mount(size: str, name: str = "outbox") -> Path:
+        folder = mount_tmpfs(tmp_path / name, size)
+        mounted.append(folder)
+        return folder
+
+    try:
+        yield mount
+    finally:
+        unmount_all(mounted)

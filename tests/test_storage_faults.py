@@ -1,103 +1,27 @@
 """Storage faults under the outbox: a full filesystem and a read-only one (a tmpfs we mount; the
 tests run as root). Whatever happens, every metadata.json parses; the job waits while the outbox
-cannot be written and resumes when it can; the error is visible in the log."""
+cannot be written and resumes when it can; the error is visible in the log and /readyz. (More paths
+of a job's life under faults: tests/test_storage_recovery.py.)"""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from tests.daemon import Daemon, drop
 from tests.pdfgen import sample_lines, text_pdf
-
-TERMINAL = {"completed", "failed", "cancelled"}
-
-
-def _mount(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["mount", *args], capture_output=True, text=True)
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
-    """mount(size[, name]) -> a fresh folder (default "outbox") on its own tmpfs of that size;
-    unmounted afterwards."""
-    mounted: list[Path] = []
-
-    def mount(size: str, name: str = "outbox") -> Path:
-        folder = tmp_path / name
-        folder.mkdir()
-        result = _mount(["-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)])
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN): {result.stderr.strip()}")
-        mounted.append(folder)
-        return folder
-
-    try:
-        yield mount
-    finally:
-        for folder in mounted:
-            while subprocess.run(["umount", str(folder)], capture_output=True).returncode == 0:
-                pass  # the read-only bind (if left), then the tmpfs
-            if folder.is_mount() and subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", str(folder)], capture_output=True)
-
-
-def _make_read_only(outbox: Path) -> None:
-    """`mount -o remount,ro` is refused while the daemon holds a file open for writing (its worker
-    lock), so stack a read-only bind mount of the outbox on itself: new opens see EROFS."""
-    result = _mount(["--bind", str(outbox), str(outbox)])
-    for _ in range(100):  # refused while a write through the new bind is open: try again
-        if result.returncode == 0 and "--bind" not in result.args:
-            return
-        result = _mount(["-o", "remount,ro,bind", str(outbox)])
-        time.sleep(0.01)
-    pytest.skip(f"cannot make the outbox read-only here: {result.stderr.strip()}")
-
-
-def _make_writable(outbox: Path) -> None:
-    subprocess.run(["umount", "-l", str(outbox)], check=True)  # detaches the read-only bind on top
-
-
-def _fill(outbox: Path) -> Path:
-    filler = outbox / ".filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        while True:
-            os.write(fd, b"\0" * 65536)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    return filler
-
-
-def _all_metadata_parses(outbox: Path) -> None:
-    for path in outbox.glob("*/metadata.json"):
-        json.loads(path.read_text())  # raises on a torn or empty file
-
-
-def _watch_metadata(daemon: Daemon, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        _all_metadata_parses(daemon.outbox)
-        assert daemon.alive(), daemon.log()[-3000:]
-        time.sleep(0.1)
-
-
-def _storage_errors(daemon: Daemon) -> float:
-    """ocr_watcher_storage_errors_total summed over operations, from the daemon's own /metrics."""
-    import re
-    import urllib.request
-
-    url = re.search(r"metrics on (http://\S+/metrics)", daemon.log()).group(1)
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    return sum(float(v) for v in re.findall(r"^ocr_watcher_storage_errors_total\{[^}]*\} (\S+)$", text, re.M))
+from tests.storage import (
+    TERMINAL,
+    all_metadata_parses,
+    fill,
+    make_read_only,
+    make_writable,
+    readyz,
+    storage_errors,
+    watch_metadata,
+)
 
 
 def test_a_full_outbox_delays_the_claim_until_space_returns(tmpfs: Callable[[str], Path], tmp_path: Path) -> None:
@@ -105,14 +29,14 @@ def test_a_full_outbox_delays_the_claim_until_space_returns(tmpfs: Callable[[str
     good = text_pdf(tmp_path / "full.pdf", [sample_lines(3, seed=s) for s in range(3)])
     daemon = Daemon(tmp_path, outbox=small_outbox, engine="text").start()
     try:
-        filler = _fill(small_outbox)
+        filler = fill(small_outbox)
         drop(daemon.inbox, good)
-        _watch_metadata(daemon, 3.0)
+        watch_metadata(daemon, 3.0)
         assert "No space left on device" in daemon.log()
-        assert _storage_errors(daemon) > 0, "the failure shows in /metrics too"
+        assert storage_errors(daemon) > 0, "the failure shows in /metrics too"
         filler.unlink()
         job = daemon.wait_for_job("full.pdf", TERMINAL, timeout=30)
-        _all_metadata_parses(small_outbox)
+        all_metadata_parses(small_outbox)
     finally:
         daemon.stop()
     assert job["status"] == "completed", job
@@ -132,17 +56,20 @@ def test_a_job_in_progress_waits_out_a_read_only_outbox(tmpfs: Callable[[str], P
             60,
             "the job to be under way",
         )
-        _make_read_only(small_outbox)
+        make_read_only(small_outbox)
         try:
-            _watch_metadata(daemon, 3.0)
+            watch_metadata(daemon, 3.0)
+            waiting = readyz(daemon)
         finally:
-            _make_writable(small_outbox)
+            make_writable(small_outbox)
         job = daemon.wait_for_job("ro.pdf", TERMINAL, timeout=30)
-        _all_metadata_parses(small_outbox)
+        assert readyz(daemon)[0] == 200, "ready again once the outbox is writable"
+        all_metadata_parses(small_outbox)
         log = daemon.log()
     finally:
         daemon.stop()
-    assert "Read-only file system" in log
+    assert "Read-only file system" in log and "waiting for the outbox: the outbox is read-only" in log
+    assert waiting[0] == 503 and "outbox: the outbox is read-only" in waiting[1], waiting
     assert job["status"] == "completed", job["error"]
     assert job["progress"]["pages_failed"] == 0, job["progress"]
     assert job["progress"]["pages_done"] == 1500
@@ -153,13 +80,13 @@ def test_a_read_only_outbox_delays_new_claims(tmpfs: Callable[[str], Path], tmp_
     good = text_pdf(tmp_path / "later.pdf", [sample_lines(3, seed=4)])
     daemon = Daemon(tmp_path, outbox=small_outbox, engine="text").start()
     try:
-        _make_read_only(small_outbox)
+        make_read_only(small_outbox)
         try:
             drop(daemon.inbox, good)
-            _watch_metadata(daemon, 3.0)
+            watch_metadata(daemon, 3.0)
             assert daemon.job_for("later.pdf") is None
         finally:
-            _make_writable(small_outbox)
+            make_writable(small_outbox)
         job = daemon.wait_for_job("later.pdf", TERMINAL, timeout=30)
         log = daemon.log()
     finally:
@@ -212,7 +139,7 @@ def test_an_upload_the_full_outbox_refuses_gets_503_and_never_becomes_a_job_late
     daemon = Daemon(tmp_path, outbox=small_outbox, engine="text", jobs={"outbox_scan_interval_seconds": 0.2}).start()
     try:
         base = daemon.http_url
-        filler = _fill(small_outbox)
+        filler = fill(small_outbox)
         with open(pdf, "rb") as fh:
             refused = requests.post(f"{base}/jobs/create", files={"file": ("refused.pdf", fh)}, timeout=60)
         assert refused.status_code == 503, refused.text

@@ -382,3 +382,19 @@ def test_take_next_lease_steps_over_an_abandoned_lease_but_not_a_live_one(tmp_pa
     assert store.take_next_lease(job_id, 1, abandoned_after=60) == [2, 3]
     assert store.is_fenced(job_id, 1) and store.is_fenced(job_id, 2) and not store.is_fenced(job_id, 3)
     assert store.take_next_lease(job_id, 1, abandoned_after=60) == []  # 3 is live now
+
+
+def test_a_lease_its_holder_touches_while_the_record_cannot_be_written_is_not_stepped_over(tmp_path):
+    """A takeover whose metadata.json cannot be written yet (a full outbox) keeps its lease fresh:
+    nobody steps over it while its holder lives; once it stops touching it, it ages and is."""
+    store = JobStore(tmp_path)
+    job_id = "a.pdf_20260101_000000_0000000a"
+    (tmp_path / job_id).mkdir()
+    assert store.take_lease(job_id, 2)
+    lease = store.paths(job_id).lease(2)
+    os.utime(lease, (lease.stat().st_mtime - 120, lease.stat().st_mtime - 120))
+    store.touch_lease(job_id, 2)  # the holder is alive, still waiting to write the record
+    assert store.take_next_lease(job_id, 1, abandoned_after=60) == []
+    os.utime(lease, (lease.stat().st_mtime - 120, lease.stat().st_mtime - 120))  # then it died
+    assert store.take_next_lease(job_id, 1, abandoned_after=60) == [2, 3]
+    store.touch_lease(job_id, 1)  # epoch 1 has no lease file: nothing happens

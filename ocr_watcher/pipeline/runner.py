@@ -50,6 +50,7 @@ class PageFailed:
     error: str
     permanent: bool = False  # no point retrying (the input itself is bad)
     stage: str = "render"  # "render", "engine", "write" or "cancelled": where it went wrong
+    os_error: OSError | None = None  # what the outbox said, when the write failed
 
 
 Event = Opened | PageDone | PageFailed
@@ -266,7 +267,7 @@ class Pipeline:
             self.emit(PageFailed(job, task.page, "job folder removed", stage="cancelled"))
             return
         except OSError as exc:
-            self.emit(PageFailed(job, task.page, f"cannot write the page: {exc}", stage="write"))
+            self.emit(PageFailed(job, task.page, f"cannot write the page: {exc}", stage="write", os_error=exc))
             return
         self.emit(PageDone(job, task.page, info))
 

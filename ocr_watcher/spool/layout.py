@@ -82,6 +82,12 @@ class OutboxLayout:
     def workers(self) -> Path:
         return self.internal / "workers"
 
+    @property
+    def identity(self) -> Path:
+        """A random token written once: tells this outbox from an empty folder in its place (an
+        NFS mount that went away leaves its mount point behind)."""
+        return self.internal / "outbox-id"
+
     def worker_heartbeat(self, worker_id: str) -> Path:
         return self.workers / f"{worker_id}.json"
 

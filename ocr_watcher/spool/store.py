@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .atomic import atomic_write_json, atomic_write_text, is_temp_name, temp_name_for
+from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, is_temp_name, temp_name_for
 from .completed import CompletedJobs
 from .ids import is_job_id
 from .layout import CANCEL, METADATA, RETRY, JobPaths, OutboxLayout
@@ -49,6 +50,7 @@ class JobStore:
         self._root = os.path.join(os.fspath(outbox), "")
         # What the completed jobs said, read once for every walker of this outbox (see completed.py).
         self.completed = CompletedJobs()
+        self._identity: bytes | None = None  # the outbox's token, once `pin_identity` has read it
 
     @property
     def root(self) -> Path:
@@ -56,6 +58,43 @@ class JobStore:
 
     def paths(self, job_id: str) -> JobPaths:
         return self.layout.job(job_id)
+
+    # -- the outbox itself -----------------------------------------------------------------------
+    def pin_identity(self) -> None:
+        """Read this outbox's token, writing one first where there is none (the first daemon to
+        start on it; a link, so that daemons starting together agree on one whole token)."""
+        path = self.layout.identity
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            tmp = temp_name_for(path)
+            atomic_write_bytes(tmp, secrets.token_hex(16).encode(), fsync=self.fsync)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another daemon's token came first
+            finally:
+                os.unlink(tmp)
+        self._identity = path.read_bytes()
+
+    def missing(self) -> str | None:
+        """Why the outbox this store pinned is not there now (unmounted, removed, replaced), or None.
+        A listing taken while it is missing is empty, and must not be read as "every job is gone"."""
+        try:
+            found = read_small(os.fspath(self.layout.identity))
+        except FileNotFoundError:
+            found = None
+        except OSError as exc:
+            return f"the outbox {self.root} cannot be read: {exc.strerror or exc}"
+        if self._identity is None:
+            return None if os.path.isdir(self.root) else f"the outbox {self.root} is gone"
+        if found == self._identity:
+            return None
+        state = "is gone" if not os.path.isdir(self.root) else "is not the outbox this daemon started on"
+        return (
+            f"the outbox {self.root} {state} (its {self.layout.identity.name} is "
+            f"{'missing' if found is None else 'another'}): unmounted, moved or replaced? Waiting for it "
+            "to come back; restart the daemon to start on a new, empty outbox instead"
+        )
 
     # -- listing -------------------------------------------------------------------------------
     def iter_job_ids(self) -> Iterator[str]:
@@ -220,6 +259,14 @@ class JobStore:
             if age <= abandoned_after:
                 return []
         return []
+
+    def touch_lease(self, job_id: str, epoch: int) -> None:
+        """Say that the lease at `epoch` is held, while its metadata.json cannot be written yet: a
+        lease left untouched for a whole heartbeat lease is stepped over (take_next_lease)."""
+        try:
+            os.utime(self.paths(job_id).lease(epoch))
+        except OSError:
+            pass  # no lease file (epoch 1), or a read-only outbox: then it ages, and may be stepped over
 
     def is_fenced(self, job_id: str, epoch: int) -> bool:
         """True when another daemon has taken the job over from the owner at `epoch`."""

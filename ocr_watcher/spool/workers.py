@@ -9,7 +9,6 @@ once instead of after a whole lease.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,8 +17,6 @@ from datetime import datetime
 from .atomic import atomic_write_json
 from .layout import OutboxLayout
 from .model import JobMeta, iso, utc_now
-
-log = logging.getLogger("ocr_watcher.workers")
 
 
 @dataclass(frozen=True)
@@ -43,7 +40,8 @@ class Heartbeats:
         self.lease_seconds = lease_seconds  # updated on reload
         self.clock = clock  # what "now" is when judging a lease (tests move it past one)
 
-    def write(self, active_jobs: int, *, stopped: bool = False) -> None:
+    def write(self, active_jobs: int, *, stopped: bool = False) -> OSError | None:
+        """Rewrite this daemon's heartbeat file; the error when it cannot be (the caller says so)."""
         record = {
             "worker_id": self.worker_id,
             "host": self.host,
@@ -55,7 +53,8 @@ class Heartbeats:
         try:
             atomic_write_json(self.layout.worker_heartbeat(self.worker_id), record, fsync=False)
         except OSError as exc:
-            log.error("cannot write the heartbeat file: %s", exc)
+            return exc
+        return None
 
     def read(self, worker_id: str) -> Beat | None:
         try:
