@@ -188,6 +188,23 @@ def encrypted_pdf(src: Path, dst: Path, user_password: str = "secret") -> Path:
     return dst
 
 
+def pageless_pdf(path: Path, *, padding: int = 4096) -> Path:
+    """A well-formed, unencrypted PDF whose page tree is empty (/Count 0, no /Kids), its objects padded with
+    runs of newlines: the shape of pikepdf's newline-buffer-test.pdf, whose only problem is that it has no pages."""
+    objects = [
+        b"<< /Pages 2 0 R /Type /Catalog >>" + b"\n" * padding,
+        b"<< /Count 0 /Kids [ ] /Type /Pages >>" + b"\n" * padding,
+    ]
+    path.write_bytes(_serialize(objects))
+    return path
+
+
+def dangling_pages_pdf(path: Path) -> Path:
+    """An unencrypted PDF whose catalog names a page tree (object 9) that is not in the file."""
+    path.write_bytes(_serialize([b"<< /Type /Catalog /Pages 9 0 R >>"]))
+    return path
+
+
 def slow_pdf(path: Path, shapes: int = 2000) -> Path:
     """A rendering bomb: a few kilobytes of compressed drawing operators that make PDFium fill the
     whole page `shapes` times (about 15 ms each at 300 dpi on one core)."""

@@ -8,11 +8,12 @@ import signal
 import threading
 from pathlib import Path
 
+import pypdfium2.raw as pdfium_c
 import pytest
 from PIL import Image, ImageOps
 
 from ocr_watcher.engines.base import RenderSpec
-from ocr_watcher.pipeline.render_worker import bitmap_size, fit_scale, sniff
+from ocr_watcher.pipeline.render_worker import bitmap_size, fit_scale, pdf_load_problem, sniff
 from ocr_watcher.pipeline.renderer import (
     EXIT_OUT_OF_MEMORY,
     InputError,
@@ -83,6 +84,14 @@ def input_error(worker: RenderWorker, path: Path) -> InputError:
     return caught.value
 
 
+def probe_outcome(worker: RenderWorker, path: Path) -> int | str:
+    """The page count, or the error type the probe failed with."""
+    try:
+        return worker.probe(path, timeout=T).pages
+    except InputError as exc:
+        return exc.type
+
+
 def test_encrypted_pdf_asks_for_the_password_to_be_removed(worker, files):
     plain = pdfgen.text_pdf(files / "plain.pdf", [["secret text"]])
     error = input_error(worker, pdfgen.encrypted_pdf(plain, files / "locked.pdf"))
@@ -95,6 +104,34 @@ def test_truncated_pdf_is_corrupt(worker, files):
     error = input_error(worker, pdfgen.truncated(whole, files / "half.pdf", 0.5))
     assert error.type == "corrupt_pdf"
     assert "Data format error" in str(error)  # PDFium's own reason is kept
+
+
+def test_a_load_failure_is_named_from_its_own_file_not_from_the_one_before(files):
+    """PDFium keeps one process-wide last-error code that only a failed load writes: a file without pages that
+    comes after an encrypted one, in the same long-lived worker, is not blamed on a password."""
+    plain = pdfgen.text_pdf(files / "plain-again.pdf", [["secret text"]])
+    locked = pdfgen.encrypted_pdf(plain, files / "locked-first.pdf")
+    pageless = pdfgen.pageless_pdf(files / "pageless.pdf")
+    dangling = pdfgen.dangling_pages_pdf(files / "dangling.pdf")
+    whole = pdfgen.text_pdf(files / "whole-again.pdf", [pdfgen.sample_lines(20, 1)] * 3)
+    damaged = pdfgen.truncated(whole, files / "damaged.pdf", 0.5)
+    sequence = [locked, pageless, dangling, locked, damaged, pageless, plain, pageless]
+    with RenderWorker(memory_mb=1024) as w:
+        seen, pids = [], set()
+        for path in sequence:
+            seen.append(probe_outcome(w, path))
+            pids.add(w.pid)
+    assert len(pids) == 1, "one worker process for the whole sequence"
+    assert seen == [
+        "password_required",
+        "no_pages",
+        "no_pages",
+        "password_required",
+        "corrupt_pdf",
+        "no_pages",
+        1,
+        "no_pages",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -271,6 +308,37 @@ def test_fit_scale_gives_exact_sizes_and_caps_the_longest_side():
     scale, reduced = fit_scale(14400, 7200, 300, 5000)
     assert reduced and (math.ceil(14400 * scale), math.ceil(7200 * scale)) == (5000, 2500)
     assert fit_scale(612, 792, 300, 3300)[1] is False  # exactly at the cap is not "scaled down"
+
+
+@pytest.mark.parametrize(
+    ("opened", "err_code", "pages", "expected"),
+    [
+        (True, pdfium_c.FPDF_ERR_SUCCESS, 3, None),
+        # Opened: the last-error code is an earlier file's, whatever it says.
+        (True, pdfium_c.FPDF_ERR_PASSWORD, 3, None),
+        (True, pdfium_c.FPDF_ERR_SUCCESS, 0, "no_pages"),
+        (True, pdfium_c.FPDF_ERR_PASSWORD, 0, "no_pages"),
+        (True, pdfium_c.FPDF_ERR_SECURITY, 0, "no_pages"),
+        (True, pdfium_c.FPDF_ERR_FILE, 0, "no_pages"),
+        (True, pdfium_c.FPDF_ERR_FORMAT, 0, "no_pages"),
+        # Not opened: PDFium set the code for this file.
+        (False, pdfium_c.FPDF_ERR_PASSWORD, 0, "password_required"),
+        (False, pdfium_c.FPDF_ERR_SECURITY, 0, "unsupported_encryption"),
+        (False, pdfium_c.FPDF_ERR_FILE, 0, "unreadable"),
+        (False, pdfium_c.FPDF_ERR_FORMAT, 0, "corrupt_pdf"),
+        (False, pdfium_c.FPDF_ERR_UNKNOWN, 0, "corrupt_pdf"),
+        (False, pdfium_c.FPDF_ERR_SUCCESS, 0, "corrupt_pdf"),
+        (False, 99, 0, "corrupt_pdf"),
+    ],
+)
+def test_pdf_load_problem_trusts_the_error_code_only_when_the_load_failed(opened, err_code, pages, expected):
+    problem = pdf_load_problem(opened=opened, err_code=err_code, pages=pages)
+    assert (problem.type if problem else None) == expected
+
+
+def test_pdf_load_problem_keeps_pdfiums_reason():
+    assert "(PDFium: Data format error)" in pdf_load_problem(opened=False, err_code=3, pages=0).message
+    assert "(PDFium: error 99)" in pdf_load_problem(opened=False, err_code=99, pages=0).message
 
 
 def test_sniff_reads_magic_bytes():

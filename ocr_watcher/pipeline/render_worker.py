@@ -87,8 +87,27 @@ def scale_note(full: tuple[int, int], actual: tuple[int, int]) -> str:
     return f"scaled down from {full[0]}x{full[1]} px to {actual[0]}x{actual[1]} px"
 
 
-def pdf_load_problem(err_code: int | None, reason: str) -> InputProblem:
-    """PDFium's load error → a message that says what is wrong with the file and what to do."""
+_PDFIUM_ERRORS = {
+    pdfium_c.FPDF_ERR_UNKNOWN: "Unknown error",
+    pdfium_c.FPDF_ERR_FILE: "File access error",
+    pdfium_c.FPDF_ERR_FORMAT: "Data format error",
+    pdfium_c.FPDF_ERR_PASSWORD: "Incorrect password error",
+    pdfium_c.FPDF_ERR_SECURITY: "Unsupported security scheme error",
+}
+
+
+def pdf_load_problem(*, opened: bool, err_code: int, pages: int) -> InputProblem | None:
+    """What FPDF_LoadDocument said about one file → what is wrong with it (None: it has pages to render).
+
+    `opened`: a document came back; `err_code`: FPDF_GetLastError() read just after; `pages`: its page count.
+    The error code is one process-wide value that PDFium writes only when a load fails and never clears, so
+    after a document that opened it still names whatever failed before it (the encrypted file before): it
+    says something about this file only when this load failed.
+    """
+    if opened:
+        if pages > 0:
+            return None
+        return InputProblem("no_pages", "the PDF has no pages: its page tree is empty or broken")
     if err_code == pdfium_c.FPDF_ERR_PASSWORD:
         return InputProblem(
             "password_required",
@@ -99,6 +118,7 @@ def pdf_load_problem(err_code: int | None, reason: str) -> InputProblem:
             "unsupported_encryption",
             "the PDF uses an encryption scheme PDFium cannot open; save it unencrypted and drop it again",
         )
+    reason = f"PDFium: {_PDFIUM_ERRORS.get(err_code, f'error {err_code}')}"
     if err_code == pdfium_c.FPDF_ERR_FILE:
         return InputProblem("unreadable", f"the file could not be read ({reason})")
     return InputProblem("corrupt_pdf", f"the PDF is damaged and cannot be opened ({reason})")
@@ -141,10 +161,7 @@ class Documents:
         if self._pdf and self._pdf.key == key:
             return self._pdf.doc
         self.forget()
-        try:
-            doc = pdfium.PdfDocument(path)
-        except pdfium.PdfiumError as exc:
-            raise pdf_load_problem(exc.err_code, str(exc)) from exc
+        doc = _load_pdf(path)
         self._pdf = _OpenPdf(key, doc)
         return doc
 
@@ -152,6 +169,21 @@ class Documents:
         if self._pdf:
             self._pdf.doc.close()
             self._pdf = None
+
+
+def _load_pdf(path: Path) -> pdfium.PdfDocument:
+    # FPDF_LoadDocument itself, not pdfium.PdfDocument(path): pypdfium2 also fails a document that opened with
+    # no pages, labels that with FPDF_GetLastError (a code left by an earlier file) and never closes it.
+    raw = pdfium_c.FPDF_LoadDocument(os.fsencode(path) + b"\0", None)
+    opened = bool(raw)  # a NULL FPDF_DOCUMENT is falsy
+    err_code = pdfium_c.FPDF_GetLastError()
+    pages = pdfium_c.FPDF_GetPageCount(raw) if opened else 0
+    problem = pdf_load_problem(opened=opened, err_code=err_code, pages=pages)
+    if problem is not None:
+        if opened:
+            pdfium_c.FPDF_CloseDocument(raw)
+        raise problem
+    return pdfium.PdfDocument(raw)
 
 
 def _open_image(path: Path) -> Image.Image:
