@@ -147,29 +147,40 @@ def one_page_pdf(source: Path, target: Path) -> None:
 # -- phase 1: vLLM alone ----------------------------------------------------------------------------
 async def _send_all(server: str, model: str, pages: list[Path], concurrency: int, max_tokens: int) -> dict[str, Any]:
     import httpx
+    from PIL import Image
 
-    from ocr_watcher.engines.vllm import PROMPTS, build_request
+    from ocr_watcher.engines.deepseek_tokens import answer_budget
+    from ocr_watcher.engines.vllm import PROMPTS, build_request, knows_prompt_size
+    from ocr_watcher.engines.vllm_pool import served_models
 
     gate = asyncio.Semaphore(concurrency)
     tokens = 0
     finish: dict[str, int] = {}
-    errors = 0
+    errors: dict[str, int] = {}  # "HTTP 400", "ReadTimeout", ...: counted apart, never in the rate
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=3600, limits=limits) as client:
+        # The daemon never asks for more than the context leaves (0.12-0.16 refuse it): neither do we.
+        context = served_models((await client.get(f"{server}/v1/models")).json()).get(model) or 8192
 
         async def one(path: Path) -> None:
-            nonlocal tokens, errors
+            nonlocal tokens
+            with Image.open(path) as image:
+                budget = answer_budget(context, *image.size, known_model=knows_prompt_size(model))
             body = build_request(
                 model,
                 PROMPTS["markdown"],
                 base64.b64encode(path.read_bytes()).decode(),
                 temperature=0.0,
-                max_tokens=max_tokens,
+                max_tokens=min(max_tokens, budget),
             )
-            async with gate:
-                response = await client.post(f"{server}/v1/chat/completions", json=body)
+            try:
+                async with gate:
+                    response = await client.post(f"{server}/v1/chat/completions", json=body)
+            except httpx.HTTPError as exc:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                return
             if response.status_code != 200:
-                errors += 1
+                errors[f"HTTP {response.status_code}"] = errors.get(f"HTTP {response.status_code}", 0) + 1
                 return
             answer = response.json()
             tokens += int(answer.get("usage", {}).get("completion_tokens") or 0)
@@ -179,10 +190,12 @@ async def _send_all(server: str, model: str, pages: list[Path], concurrency: int
         started = time.perf_counter()
         await asyncio.gather(*(one(p) for p in pages))
         seconds = time.perf_counter() - started
+    answered = len(pages) - sum(errors.values())
     return {
         "pages": len(pages),
+        "answered": answered,
         "seconds": seconds,
-        "pages_per_s": len(pages) / seconds,
+        "pages_per_s": answered / seconds,
         "output_tokens": tokens,
         "output_tokens_per_s": tokens / seconds,
         "finish_reasons": finish,
@@ -229,8 +242,11 @@ def daemon_run(server: str, model: str, pdfs: list[Path], pages: int, args: argp
     small_meta = finished.get("zz-one-page.pdf")
     small_latency = parse_iso(small_meta["finished_at"]) - small_drop if small_meta else float("nan")
     seconds = last_end - first_drop
+    failed_pages = sum(int((m.get("progress") or {}).get("pages_failed") or 0) for m in finished.values())
     return {
         "pages": pages,
+        "failed_pages": failed_pages,
+        "failed_jobs": sorted(name for name, meta in finished.items() if meta.get("status") != "completed"),
         "seconds": seconds,
         "pages_per_s": pages / seconds if seconds else float("nan"),
         "backlog_window": [first_drop, last_end],
@@ -244,6 +260,16 @@ def daemon_run(server: str, model: str, pdfs: list[Path], pages: int, args: argp
         "job_seconds_p50": median(parse_iso(m["finished_at"]) - drops[n] for n, m in backlog.items()),
         "job_seconds_p95": percentile((parse_iso(m["finished_at"]) - drops[n] for n, m in backlog.items()), 95),
     }
+
+
+def failure_lines(alone: dict[str, Any], daemon: dict[str, Any]) -> list[str]:
+    """What failed in either phase, one line each; empty when every page was done."""
+    lines = [f"vLLM alone: {count} requests failed with {kind}" for kind, count in sorted(alone["errors"].items())]
+    if daemon["failed_pages"]:
+        lines.append(f"daemon: {daemon['failed_pages']} pages failed")
+    if daemon["failed_jobs"]:
+        lines.append(f"daemon: jobs not completed: {', '.join(daemon['failed_jobs'])}")
+    return lines
 
 
 # -- main -------------------------------------------------------------------------------------------
@@ -289,6 +315,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if managed is not None:
             managed.stop()
+    failures = failure_lines(alone, daemon)
+    if failures:  # a rate over failed requests would flatter whichever side failed more
+        print("no rate: requests or pages failed, and a rate would count them as work done", file=sys.stderr)
+        for line in failures:
+            print(f"  {line}", file=sys.stderr)
+        bench.finish({"server": server, "model": args.model, "vllm_alone": alone, "daemon": daemon, "failed": failures})
+        return 1
     ratio = daemon["pages_per_s"] / alone["pages_per_s"]
     alone["gpu"] = summarize_gpu(gpu_alone.samples)
     daemon["gpu"] = summarize_gpu(gpu_daemon.samples, *daemon["backlog_window"])  # while a backlog existed

@@ -100,6 +100,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import examine, format_report
+
+    report = examine(_config(args), args.profile)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return EXIT_OK if report["ok"] else EXIT_JOB_FAILED
+
+
 def _unique_destination(folder: Path, name: str) -> Path:
     candidate = folder / name
     stem, suffix = Path(name).stem, Path(name).suffix
@@ -365,6 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", parents=[common], help="validate and print the configuration")
     check.set_defaults(func=cmd_check_config)
+
+    doctor = sub.add_parser("doctor", parents=[common], help="check that the engine reads a page of known text")
+    doctor.add_argument("--profile", default="default", help="the profile whose engine to check")
+    doctor.add_argument("--json", action="store_true")
+    doctor.set_defaults(func=cmd_doctor)
     return parser
 
 

@@ -118,9 +118,16 @@ class VllmConfig(_Section):
     managed: VllmManagedConfig = Field(default_factory=VllmManagedConfig)
     model: str = Field("deepseek-ai/DeepSeek-OCR", description="Model name sent with each request (or -OCR-2).")
     mode: VllmMode = Field("markdown", description="markdown: layout + Markdown; free: plain OCR; figure: parse.")
-    max_tokens: int = Field(8192, ge=16, le=131072)
+    max_tokens: int = Field(
+        8192, ge=16, le=131072, description="At most this many per page; never more than the server's context leaves."
+    )
     max_in_flight: int = Field(256, ge=1, le=4096, description="Pages sent to the servers at once, all together.")
-    request_timeout_seconds: float = Field(600.0, gt=0, description="One request; a slower answer fails the page.")
+    request_timeout_seconds: float = Field(
+        600.0, gt=0, description="One request; a slower answer is sent again (timeout_retries), then fails the page."
+    )
+    timeout_retries: int = Field(
+        2, ge=0, le=10, description="How often a request that timed out is sent again before the page fails."
+    )
     connect_retry_max_seconds: float = Field(
         600.0, ge=0, description="How long a page waits for an unreachable or erroring server before it fails."
     )

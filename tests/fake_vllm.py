@@ -1,15 +1,20 @@
 """A test double for the protocol contract between ocr-watcher and vLLM's OpenAI-compatible server.
 
-This is NOT vLLM and runs no model. It speaks the subset the vllm engine uses, strictly: `/health`,
+This is NOT vLLM and runs no model. It speaks the subset the vllm engine uses, strictly: `/health`, `/version`,
 `/v1/models` and `/v1/chat/completions`, where it checks the request shape the DeepSeek-OCR recipe
 asks for (model, one PNG `image_url` as a base64 data URL plus the prompt text, temperature,
 max_tokens, `skip_special_tokens: false`, the n-gram `vllm_xargs`) and answers 400 otherwise, like
-a real server would for a malformed request (404 for an unknown model). Answers are canned
-DeepSeek-style grounding output with `usage` and `finish_reason`.
+a real server would for a malformed request (404 for an unknown model). Like vLLM 0.12-0.16 it
+refuses a request whose prompt plus `max_tokens` exceeds `max_model_len` (8192, reported by
+/v1/models), counting the prompt as 0.12 does (its text only); and like a server with the n-gram
+logits processor loaded it refuses `vllm_xargs: {"ngram_size": 0}` (`processor=False`: answers it,
+as a server without the processor does). Answers are canned DeepSeek-style grounding output with
+`usage` and `finish_reason`.
 
 Knobs (attributes of FakeVllm, safe to change while it runs): `length_first_n` (answer
 finish_reason "length" for the first N requests of each distinct page image), `fail_next(status, n)`,
-`drop_next(n)` (close the connection without an answer), `delay_seconds`; counters: `requests`,
+`drop_next(n)` (close the connection without an answer), `delay_seconds`; counters: `requests`
+(pages' requests), `probes` (the engine's processor probes),
 `max_concurrent`, `by_temperature`, `log` (recorded requests without image data), `errors`
 (request-shape violations).
 
@@ -55,12 +60,28 @@ def canned_output(page_id: str) -> str:
     )
 
 
-def validate(body: Any, model: str) -> tuple[int, str] | None:
+MAX_MODEL_LEN = 8192
+TEXT_PROMPT_TOKENS = 16  # what vLLM 0.12 counts of our prompt: its text and the chat template
+
+
+def is_probe(body: dict[str, Any]) -> bool:
+    """The processor probe: one text part, one token, ngram_size 0."""
+    content = (body.get("messages") or [{}])[0].get("content")
+    only_text = isinstance(content, list) and len(content) == 1 and content[0].get("type") == "text"
+    return only_text and body.get("max_tokens") == 1 and (body.get("vllm_xargs") or {}).get("ngram_size") == 0
+
+
+def validate(body: Any, model: str, processor: bool = True) -> tuple[int, str] | None:
     """Why a chat-completions request breaks the contract, as (status, message); None when it keeps it."""
     if not isinstance(body, dict):
         return 400, "body must be a JSON object"
     if body.get("model") != model:
         return 404, f"The model `{body.get('model')}` does not exist."
+    ngram_size = (body.get("vllm_xargs") or {}).get("ngram_size")
+    if processor and not (isinstance(ngram_size, int) and ngram_size > 0):
+        return 400, f"`ngram_size` has to be a strictly positive integer, got {ngram_size}."
+    if is_probe(body):
+        return None
     messages = body.get("messages")
     if not (isinstance(messages, list) and len(messages) == 1 and messages[0].get("role") == "user"):
         return 400, "expected exactly one user message"
@@ -91,6 +112,12 @@ def validate(body: Any, model: str) -> tuple[int, str] | None:
         return 400, "temperature must be a number in [0, 2]"
     if not isinstance(max_tokens, int) or max_tokens < 1:
         return 400, "max_tokens must be a positive integer"
+    if TEXT_PROMPT_TOKENS + max_tokens > MAX_MODEL_LEN:
+        return 400, (
+            f"'max_tokens' or 'max_completion_tokens' is too large: {max_tokens}. This model's maximum context "
+            f"length is {MAX_MODEL_LEN} tokens and your request has {TEXT_PROMPT_TOKENS} input tokens "
+            f"({max_tokens} > {MAX_MODEL_LEN} - {TEXT_PROMPT_TOKENS})."
+        )
     return None
 
 
@@ -106,8 +133,12 @@ def error_body(status: int, message: str) -> dict[str, Any]:
 class FakeVllm:
     """The fake server, on a background thread. `port=0` picks a free port."""
 
-    def __init__(self, model: str = "deepseek-ai/DeepSeek-OCR", host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, model: str = "deepseek-ai/DeepSeek-OCR", host: str = "127.0.0.1", port: int = 0, processor: bool = True
+    ) -> None:
         self.model = model
+        self.processor = processor
+        self.probes = 0
         self.host = host
         self.port = port
         self.length_first_n = 0
@@ -183,6 +214,8 @@ class FakeVllm:
             self.concurrent -= 1
 
     def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        if is_probe(body):  # a server without the processor generates its one token
+            return _answer(self.model, "probe", "x", "length", TEXT_PROMPT_TOKENS, 1)
         image_url = body["messages"][0]["content"][0]["image_url"]["url"]
         page_id = hashlib.sha256(image_url.encode()).hexdigest()[:12]
         with self._lock:
@@ -192,24 +225,19 @@ class FakeVllm:
             self.log.append({k: v for k, v in body.items() if k != "messages"} | {"page_id": page_id})
         text = ("the the " * 200).strip() if looped else canned_output(page_id)
         completion_tokens = body["max_tokens"] if looped else len(text.split())
-        return {
-            "id": f"chatcmpl-{page_id}-{self.requests}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": self.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": "length" if looped else "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": 273,
-                "completion_tokens": completion_tokens,
-                "total_tokens": 273 + completion_tokens,
-            },
-        }
+        finish = "length" if looped else "stop"
+        return _answer(self.model, f"{page_id}-{self.requests}", text, finish, 273, completion_tokens)
+
+
+def _answer(model: str, answer_id: str, text: str, finish: str, prompt: int, completion: int) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{answer_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+    }
 
 
 class _Server(ThreadingHTTPServer):
@@ -250,8 +278,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/health":
             self._send(200, None)
+        elif self.path == "/version":
+            self._send(200, {"version": "contract-double"})
         elif self.path == "/v1/models":
-            self._send(200, {"object": "list", "data": [{"id": self.fake.model, "object": "model"}]})
+            card = {"id": self.fake.model, "object": "model", "max_model_len": MAX_MODEL_LEN}
+            self._send(200, {"object": "list", "data": [card]})
         else:
             self._send(404, error_body(404, "Not Found"))
 
@@ -277,9 +308,14 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 self._send(400, error_body(400, "body is not JSON"))
                 return
-            problem = validate(body, self.fake.model)
+            if isinstance(body, dict) and is_probe(body):  # counted apart from the pages' requests
+                with self.fake._lock:
+                    self.fake.probes += 1
+                    self.fake.requests -= 1
+            problem = validate(body, self.fake.model, self.fake.processor)
             if problem is not None:
-                self.fake.errors.append(problem[1])
+                if not is_probe(body):  # refusing the probe is what a server with the processor does
+                    self.fake.errors.append(problem[1])
                 self._send(problem[0], error_body(*problem))
                 return
             self._send(200, self.fake._complete(body))
@@ -309,6 +345,7 @@ def _serve(argv: list[str]) -> int:
     print(f"INFO fake-vllm non-default args: {configured!r}", flush=True)
     time.sleep(float(os.environ.get("FAKE_VLLM_STARTUP_DELAY") or 0))
     fake = FakeVllm(args.served_model_name or args.model, host=args.host, port=args.port)
+    fake.processor = _has_processor(argv)
     fake.delay_seconds = float(os.environ.get("FAKE_VLLM_DELAY") or 0)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

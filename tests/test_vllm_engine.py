@@ -99,10 +99,28 @@ def test_request_follows_the_deepseek_ocr_recipe(fake, make_engine, tmp_path):
 
 @pytest.mark.parametrize("mode", sorted(PROMPTS))
 def test_every_mode_builds_a_request_the_contract_accepts(mode):
-    body = build_request(MODEL, PROMPTS[mode], "iVBORw0KGgo=", temperature=0.0, max_tokens=8192)
+    body = build_request(MODEL, PROMPTS[mode], "iVBORw0KGgo=", temperature=0.0, max_tokens=4096)
     assert validate(json.loads(json.dumps(body)), MODEL) is None
     assert body["messages"][0]["content"][0]["type"] == "image_url"  # image first, as the recipe
     assert "<image>" not in body["messages"][0]["content"][1]["text"]  # vLLM adds it
+
+
+def test_max_tokens_never_exceeds_what_the_servers_context_leaves(fake, make_engine, tmp_path):
+    """Given the default max_tokens (8192: DeepSeek-OCR's whole context) and a Letter page at 144 dpi,
+    when it is recognised, then the request asks for the context less the page's prompt (903 image
+    tokens in Gundam mode, and a margin for the text), which vLLM 0.12-0.16 accept. (Before, 8192 was
+    sent, which those releases refuse with 400 for every page; the double refuses it as 0.12 does.)"""
+    page = page_png(tmp_path, 1)
+    page.width, page.height = 1224, 1584
+    engine = make_engine([fake.url])
+    output = engine.recognize(page)
+    assert fake.errors == [] and [entry["max_tokens"] for entry in fake.log] == [8192 - 903 - 64]
+    assert output.extra["max_tokens"] == 8192 - 903 - 64
+    small = make_engine([fake.url], max_tokens=1024)  # a smaller setting is kept
+    small.recognize(page_png(tmp_path, 2))
+    assert fake.log[-1]["max_tokens"] == 1024
+    refused = build_request(MODEL, PROMPTS["markdown"], "iVBORw0KGgo=", temperature=0.0, max_tokens=8192)
+    assert validate(json.loads(json.dumps(refused)), MODEL)[0] == 400  # the double refuses what 0.12 refuses
 
 
 def test_render_spec_asks_for_colour_png_at_144_dpi(fake, make_engine):
@@ -135,15 +153,15 @@ def test_many_pages_are_in_flight_at_once(fake, make_engine, tmp_path):
 
 # -- retries -------------------------------------------------------------------------------------
 def test_503_answers_are_retried_until_the_server_answers(fake, make_engine, tmp_path):
+    engine = make_engine([fake.url])  # its start-up probe answered first
     fake.fail_next(503, count=3)
-    engine = make_engine([fake.url])
     output = engine.recognize(page_png(tmp_path, 1))
     assert output.extra["attempts"] == 4 and fake.requests == 4
 
 
 def test_dropped_connections_are_retried(fake, make_engine, tmp_path):
-    fake.drop_next(2)
     engine = make_engine([fake.url])
+    fake.drop_next(2)
     output = engine.recognize(page_png(tmp_path, 1))
     assert output.extra["attempts"] == 3 and "Stand-in page" in output.markdown
 
@@ -190,6 +208,53 @@ def test_pages_are_spread_round_robin_over_healthy_servers(make_engine, tmp_path
         for n in range(1, 21):
             engine.recognize(page_png(tmp_path, n))
         assert first.requests == 10 and second.requests == 10
+
+
+def test_pages_go_to_the_server_with_the_fewest_requests_in_flight(make_engine, tmp_path):
+    """Given two servers, one answering 20 times slower, when 40 pages are sent from 8 threads, then
+    the fast one gets most of them (round-robin gave each half, so the slow one set the pace)."""
+    with FakeVllm(MODEL) as slow, FakeVllm(MODEL) as fast:
+        slow.delay_seconds, fast.delay_seconds = 0.4, 0.02
+        engine = make_engine([slow.url, fast.url], max_in_flight=8)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            outputs = list(pool.map(engine.recognize, [page_png(tmp_path, n) for n in range(1, 41)]))
+        assert len(outputs) == 40 and slow.errors == fast.errors == []
+        assert slow.requests + fast.requests == 40 and fast.requests > 3 * slow.requests, (slow.requests, fast.requests)
+
+
+def test_a_request_that_timed_out_is_sent_again_without_failing_the_page(make_engine, tmp_path):
+    """Given a busy server whose answers come after the request timeout, and an idle one, then each
+    page that went to the busy one is sent again to the idle one: none fails, and none used up a retry
+    of its own (a busy server is not a bad page); with only the busy one, a page fails after
+    `timeout_retries` more tries, saying so."""
+    with FakeVllm(MODEL) as busy, FakeVllm(MODEL) as idle:
+        engine = make_engine([busy.url, idle.url], request_timeout=2.0, timeout_retries=1)
+        only_busy = make_engine([busy.url], request_timeout=2.0, timeout_retries=1)
+        busy.delay_seconds = 60.0  # from now on it answers no page within the timeout; the idle one at once
+        outputs = [engine.recognize(page_png(tmp_path, n)) for n in range(1, 5)]
+        assert {o.extra["server"] for o in outputs} == {idle.url}
+        assert sorted(o.extra["attempts"] for o in outputs)[-1] == 2  # some went to the busy one first
+        with pytest.raises(PageError, match=r"no answer within 2 s, 2 times .*vllm.timeout_retries"):
+            only_busy.recognize(page_png(tmp_path, 9))
+
+
+def test_a_server_without_the_ngram_processor_takes_no_pages_and_says_why(make_engine, tmp_path):
+    """Given a server that answers the processor probe (ngram_size 0) with 200, as vLLM without the
+    processor does, then health says what is wrong and how to fix it, and a page waits for a server
+    with it instead of going there; one that has it is probed once and used."""
+    with FakeVllm(MODEL, processor=False) as bare, FakeVllm(MODEL) as proper:
+        engine = make_engine([bare.url], connect_retry_max_seconds=0.3)
+        problem = engine.health() or ""
+        assert "without DeepSeek-OCR's n-gram logits processor" in problem and "--logits_processors" in problem
+        with pytest.raises(PageError, match="no vllm server answered"):
+            engine.recognize(page_png(tmp_path, 1))
+        assert bare.requests == 0 and bare.probes == 1
+        both = make_engine([bare.url, proper.url])
+        assert both.health() is None
+        outputs = [both.recognize(page_png(tmp_path, n)) for n in range(2, 6)]
+        assert {o.extra["server"] for o in outputs} == {proper.url} and proper.probes == 1
+        both.pool.check_all()
+        assert proper.probes == 1, "probed when it came up, not on every check"
 
 
 # -- looping pages -------------------------------------------------------------------------------
@@ -251,11 +316,15 @@ def test_health_follows_the_servers(make_engine):
     url = f"http://127.0.0.1:{port}"
     engine = make_engine([url])
     assert url in (engine.health() or "")
-    with FakeVllm(MODEL, port=port):
+    with FakeVllm(MODEL, port=port) as first:
         engine.pool.check_all()
-        assert engine.health() is None
+        engine.pool.check_all()
+        assert engine.health() is None and first.probes == 1
     engine.pool.check_all()
     assert url in (engine.health() or "")
+    with FakeVllm(MODEL, port=port, processor=False) as restarted:  # back, but started without it
+        engine.pool.check_all()
+        assert restarted.probes == 1 and "n-gram logits processor" in (engine.health() or "")
 
 
 # -- pure parts ----------------------------------------------------------------------------------

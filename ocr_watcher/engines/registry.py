@@ -89,6 +89,7 @@ def build_engine(name: str, config: Config, profile: ProfileConfig | None = None
             max_in_flight=vllm.max_in_flight,
             request_timeout=vllm.request_timeout_seconds,
             connect_retry_max_seconds=vllm.connect_retry_max_seconds,
+            timeout_retries=vllm.timeout_retries,
             loop_retry_temperatures=vllm.loop_retry_temperatures,
             dpi=profile.dpi or vllm.dpi,
             max_side_px=vllm.max_side_px,

@@ -7,10 +7,15 @@ URL or one managed server, started by the supervisor; this module only talks to 
 
 - One shared `httpx.Client` (thread-safe) with a connection pool sized to `max_in_flight`: the
   pipeline calls `recognize` from that many threads, and the server batches them on the GPU.
-- A background thread polls each server's /v1/models every few seconds; `health()` only reads what
-  it found. Pages go round-robin to the healthy servers that serve the model.
+- The servers, their health, the n-gram processor probe and the choice of server per page (the
+  fewest requests in flight) live in vllm_pool.py; `health()` only reads what it found.
+- `max_tokens` never exceeds what the server can give: its `max_model_len` less the page's prompt
+  (deepseek_tokens.py), so no release refuses a page for it.
 - Connection errors and 5xx are retried with exponential back-off and jitter for up to
-  `connect_retry_max_seconds` (a vLLM restart must not fail jobs); a 4xx fails the page.
+  `connect_retry_max_seconds` (a vLLM restart must not fail jobs); a request that timed out is sent
+  again (`timeout_retries` times) without using up the page's retries: a busy server is not a bad
+  page. A 4xx fails the page.
+- Output that is not text (a broken model or release answering bytes) is flagged (text_check.py).
 - `finish_reason == "length"` means the model looped: the page is asked again at each of
   `loop_retry_temperatures`; if it still loops, the output carries a warning and
   `extra["fallback"] = "text_layer"`, asking the pipeline to use the PDF's text layer instead.
@@ -19,11 +24,9 @@ URL or one managed server, started by the supervisor; this module only talks to 
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +36,10 @@ import httpx
 
 from ocr_watcher.engines.base import PageError, PageInput, PageOutput, RenderSpec
 from ocr_watcher.engines.deepseek_markdown import to_markdown
+from ocr_watcher.engines.deepseek_tokens import answer_budget
 from ocr_watcher.engines.markdown import text_layer_to_markdown
+from ocr_watcher.engines.text_check import not_text_reason
+from ocr_watcher.engines.vllm_pool import ServerPool, _describe
 
 log = logging.getLogger("ocr_watcher.engines.vllm")
 
@@ -46,9 +52,9 @@ PROMPTS = {
 # 128821/128822 are <td> and </td>, which tables legitimately repeat.
 NGRAM_XARGS: dict[str, Any] = {"ngram_size": 30, "window_size": 90, "whitelist_token_ids": [128821, 128822]}
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DEEPSEEK_OCR_CONTEXT = 8192  # its max_position_embeddings: assumed while a server's max_model_len is unknown
 _RETRYABLE_4XX = {408, 429}
 _BODY_TAIL = 300
-_HEALTH_TIMEOUT_S = 3.0
 
 
 # -- pure parts ----------------------------------------------------------------------------------
@@ -70,6 +76,21 @@ def build_request(model: str, prompt: str, image_b64: str, *, temperature: float
         "skip_special_tokens": False,
         "vllm_xargs": dict(NGRAM_XARGS),
     }
+
+
+def knows_prompt_size(model: str) -> bool:
+    """DeepSeek-OCR itself, whose image tokens deepseek_tokens.py counts exactly (not OCR-2's)."""
+    name = model.lower()
+    return "deepseek-ocr" in name and "ocr-2" not in name
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Why one attempt is worth repeating; `timed_out`: the server took the request and gave no
+    answer in time (busy), rather than refusing the connection or answering 5xx (down)."""
+
+    reason: str
+    timed_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,143 +121,6 @@ def backoff_delay(attempt: int, *, initial: float, maximum: float, rand: Callabl
     """Exponential back-off with full jitter: a random wait in [initial/2, min(maximum, initial*2^attempt)]."""
     ceiling = min(maximum, initial * (2 ** min(attempt, 30)))
     return max(initial / 2, ceiling * rand())
-
-
-def served_models(body: Any) -> frozenset[str]:
-    """Model ids from a /v1/models answer."""
-    try:
-        return frozenset(str(item["id"]) for item in body["data"])
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"not a /v1/models answer ({exc})") from exc
-
-
-# -- servers -------------------------------------------------------------------------------------
-@dataclass
-class _Server:
-    url: str
-    healthy: bool | None = None  # None: not checked yet
-    reason: str | None = "not checked yet"
-    models: frozenset[str] | None = None  # None: unknown
-
-
-class ServerPool:
-    """The servers, their health (kept by a background thread) and round-robin choice among them.
-
-    One pool can serve several engines (profiles with another model or mode share the servers)."""
-
-    def __init__(
-        self,
-        urls: list[str],
-        *,
-        max_in_flight: int,
-        request_timeout: float,
-        health_interval: float = 5.0,
-        connect_timeout: float = 5.0,
-    ) -> None:
-        if not urls:
-            raise ValueError("a vllm server pool needs at least one server URL")
-        self._servers = [_Server(url.rstrip("/")) for url in urls]
-        self._lock = threading.Lock()
-        self._turn = itertools.count()
-        self._stop = threading.Event()
-        self.health_interval = health_interval
-        limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
-        timeout = httpx.Timeout(request_timeout, connect=connect_timeout, pool=None)
-        # trust_env=False: a proxy meant for the internet must not sit between us and the GPU servers.
-        self.client = httpx.Client(limits=limits, timeout=timeout, trust_env=False)
-        # Health checks get their own connections, so that they never queue behind pages, and a new
-        # one each time, so that they test the listening socket rather than an old keep-alive.
-        no_keepalive = httpx.Limits(max_connections=4, max_keepalive_connections=0)
-        self._probe = httpx.Client(timeout=_HEALTH_TIMEOUT_S, limits=no_keepalive, trust_env=False)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def urls(self) -> list[str]:
-        return [server.url for server in self._servers]
-
-    def start(self) -> None:
-        """Check every server once now, then keep checking in the background."""
-        self.check_all()
-        self._thread = threading.Thread(target=self._health_loop, name="vllm-health", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=_HEALTH_TIMEOUT_S + 1)
-        self.client.close()
-        self._probe.close()
-
-    def _health_loop(self) -> None:
-        while not self._stop.wait(self.health_interval):
-            self.check_all()
-
-    def check_all(self) -> None:
-        for server in self._servers:
-            if self._stop.is_set():
-                return
-            self._check(server)
-
-    def _check(self, server: _Server) -> None:
-        try:
-            response = self._probe.get(f"{server.url}/v1/models")
-            response.raise_for_status()
-            models = served_models(response.json())
-        except (httpx.HTTPError, ValueError) as exc:
-            self._set(server, False, f"{server.url}: {_describe(exc)}")
-        else:
-            self._set(server, True, None, models)
-
-    def _set(self, server: _Server, healthy: bool, reason: str | None, models: frozenset[str] | None = None) -> None:
-        with self._lock:
-            if healthy != server.healthy:
-                log.log(logging.INFO if healthy else logging.WARNING, "vllm server %s", reason or f"{server.url} is up")
-            server.healthy, server.reason = healthy, reason
-            if models is not None:
-                server.models = models
-
-    def mark_down(self, url: str, reason: str) -> None:
-        """A request failed to connect: send no more pages there until it answers again."""
-        for server in self._servers:
-            if server.url == url:
-                self._set(server, False, f"{url}: {reason}")
-
-    def mark_up(self, url: str) -> None:
-        for server in self._servers:
-            if server.url == url and server.healthy is not True:
-                self._set(server, True, None)
-
-    def pick(self, model: str) -> str:
-        """The next healthy server serving `model`, round-robin. With none healthy, the next one of all:
-        the request itself then probes it, so a restarted server is used before the next health check."""
-        with self._lock:
-            start = next(self._turn)
-            order = [self._servers[(start + i) % len(self._servers)] for i in range(len(self._servers))]
-            for server in order:
-                if server.healthy is not False and (server.models is None or model in server.models):
-                    return server.url
-            return order[0].url
-
-    def problem(self, model: str) -> str | None:
-        """None when a server that serves `model` is up, else why not (for /readyz)."""
-        with self._lock:
-            servers = list(self._servers)
-        reasons = []
-        for server in servers:
-            if server.healthy and (server.models is None or model in server.models):
-                return None
-            if server.healthy:
-                served = ", ".join(sorted(server.models or ())) or "no model"
-                reasons.append(f"{server.url} serves {served}, not {model}")
-            else:
-                reasons.append(server.reason or f"{server.url}: not checked yet")
-        return "no vllm server can take pages: " + "; ".join(reasons)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, httpx.HTTPStatusError):
-        return f"HTTP {exc.response.status_code}"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 # -- the engine ----------------------------------------------------------------------------------
@@ -279,6 +163,7 @@ class VllmEngine:
         max_in_flight: int = 256,
         request_timeout: float = 600.0,
         connect_retry_max_seconds: float = 600.0,
+        timeout_retries: int = 2,
         loop_retry_temperatures: list[float] | tuple[float, ...] = (0.2, 0.5),
         dpi: int = 144,
         max_side_px: int = 3000,
@@ -296,6 +181,7 @@ class VllmEngine:
                 max_in_flight=max_in_flight,
                 request_timeout=request_timeout,
                 health_interval=health_interval,
+                probe_model=model,
             )
             pool.start()
             self._owns_pool = True
@@ -307,7 +193,9 @@ class VllmEngine:
         self.mode = mode
         self.prompt = PROMPTS[mode]
         self.max_tokens = max_tokens
+        self.request_timeout = request_timeout
         self.connect_retry_max_seconds = connect_retry_max_seconds
+        self.timeout_retries = timeout_retries
         self.temperatures = [0.0, *loop_retry_temperatures]
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -322,16 +210,18 @@ class VllmEngine:
         tally = _Tally()
         call: _Call | None = None
         for temperature in self.temperatures:
-            body = build_request(
-                self.model or "", self.prompt, image_b64, temperature=temperature, max_tokens=self.max_tokens
-            )
-            call = self._exchange(page, json.dumps(body).encode())
-            del body
+
+            def body_for(url: str, temperature: float = temperature) -> bytes:
+                tokens = self.max_tokens_for(url, page)
+                return json.dumps(
+                    build_request(self.model or "", self.prompt, image_b64, temperature=temperature, max_tokens=tokens)
+                ).encode()
+
+            call = self._exchange(page, body_for)
             tally.add(call, temperature)
             if call.completion.finish_reason != "length":
                 break
         assert call is not None
-        del image_b64
         return self._output(page, call, tally)
 
     def _read_png(self, page: PageInput) -> str:
@@ -345,29 +235,57 @@ class VllmEngine:
             raise PageError(f"page {page.page}: {page.image_path} is not a PNG (the vllm engine asks for png)")
         return base64.b64encode(data).decode("ascii")
 
-    def _exchange(self, page: PageInput, content: bytes) -> _Call:
+    def max_tokens_for(self, url: str, page: PageInput) -> int:
+        """`vllm.max_tokens`, capped at what the server's context leaves after this page's prompt."""
+        context = self.pool.max_model_len(url, self.model or "")
+        if context is None:  # not known yet (the server came up since the last check): ask it now
+            self.pool.check(url)
+            context = self.pool.max_model_len(url, self.model or "") or DEEPSEEK_OCR_CONTEXT
+        budget = answer_budget(context, page.width, page.height, known_model=knows_prompt_size(self.model or ""))
+        return min(self.max_tokens, budget)
+
+    def _exchange(self, page: PageInput, body_for: Callable[[str], bytes]) -> _Call:
         """POST one request until a server answers it: connection errors and 5xx are retried with
-        back-off while time is left; a 4xx or a malformed answer fails the page."""
+        back-off while time is left, a request that timed out is sent again at once (to the least
+        busy server) up to `timeout_retries` times; a 4xx or a malformed answer fails the page."""
         started = time.monotonic()
-        deadline = started + self.connect_retry_max_seconds
+        timed_out, waited_out = 0, 0.0  # the time spent in requests that timed out extends the budget
         attempt = 0
         while True:
             attempt += 1
-            url = self.pool.pick(self.model or "")
-            problem = self._post(page, url, content)
-            if isinstance(problem, Completion):
-                return _Call(problem, url, attempt, time.monotonic() - started)
+            url = self.pool.acquire(self.model or "")
+            sent = time.monotonic()
+            if url is None:  # every server lacks the n-gram processor: wait for one that has it
+                outcome: Completion | Retry = Retry(self.pool.problem(self.model or "") or "no usable server")
+            else:
+                try:
+                    outcome = self._post(page, url, body_for(url))
+                finally:
+                    self.pool.release(url)
+            if isinstance(outcome, Completion):
+                assert url is not None
+                return _Call(outcome, url, attempt, time.monotonic() - started)
+            if outcome.timed_out:
+                timed_out += 1
+                waited_out += time.monotonic() - sent
+                if timed_out > self.timeout_retries:
+                    raise PageError(
+                        f"page {page.page}: no answer within {self.request_timeout:g} s, {timed_out} times "
+                        f"(vllm.request_timeout_seconds, vllm.timeout_retries); last: {outcome.reason}"
+                    )
+                log.warning("page %d: %s; sending it again", page.page, outcome.reason)
+                continue
             delay = backoff_delay(attempt - 1, initial=self.backoff_initial, maximum=self.backoff_max)
-            if time.monotonic() + delay > deadline:
+            if time.monotonic() + delay > started + waited_out + self.connect_retry_max_seconds:
                 raise PageError(
                     f"page {page.page}: no vllm server answered after {attempt} attempts in "
-                    f"{time.monotonic() - started:.0f} s (vllm.connect_retry_max_seconds); last: {problem}"
+                    f"{time.monotonic() - started:.0f} s (vllm.connect_retry_max_seconds); last: {outcome.reason}"
                 )
-            log.debug("page %d: %s; retrying in %.2f s", page.page, problem, delay)
+            log.debug("page %d: %s; retrying in %.2f s", page.page, outcome.reason, delay)
             time.sleep(delay)
 
-    def _post(self, page: PageInput, url: str, content: bytes) -> Completion | str:
-        """One attempt: the completion, or why it is worth retrying (a string); PageError otherwise."""
+    def _post(self, page: PageInput, url: str, content: bytes) -> Completion | Retry:
+        """One attempt: the completion, or why it is worth retrying; PageError otherwise."""
         try:
             response = self.pool.client.post(
                 f"{url}/v1/chat/completions", content=content, headers={"Content-Type": "application/json"}
@@ -375,14 +293,14 @@ class VllmEngine:
         except httpx.TimeoutException as exc:
             if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
                 self.pool.mark_down(url, _describe(exc))
-                return f"{url}: {_describe(exc)}"
-            raise PageError(f"page {page.page}: {url} gave no answer in time ({_describe(exc)})") from exc
+                return Retry(f"{url}: {_describe(exc)}")
+            return Retry(f"{url} gave no answer in time ({_describe(exc)})", timed_out=True)
         except httpx.TransportError as exc:  # refused, reset, dropped mid-answer: the server is (re)starting
             self.pool.mark_down(url, _describe(exc))
-            return f"{url}: {_describe(exc)}"
+            return Retry(f"{url}: {_describe(exc)}")
         status = response.status_code
         if status >= 500 or status in _RETRYABLE_4XX:
-            return f"{url}: HTTP {status} {response.text[:_BODY_TAIL]}"
+            return Retry(f"{url}: HTTP {status} {response.text[:_BODY_TAIL]}")
         if status >= 400:
             raise PageError(f"page {page.page}: {url} refused the request: HTTP {status} {response.text[:_BODY_TAIL]}")
         self.pool.mark_up(url)
@@ -395,6 +313,7 @@ class VllmEngine:
     def _output(self, page: PageInput, call: _Call, tally: _Tally) -> PageOutput:
         markdown, figures, warnings = self._convert(call.completion.text, page)
         extra: dict[str, Any] = {
+            "max_tokens": self.max_tokens_for(call.server, page),
             "model": self.model,
             "mode": self.mode,
             "server": call.server,
@@ -423,6 +342,9 @@ class VllmEngine:
             warnings.append(
                 f"the model repeated itself at temperature 0; recognised at temperature {tally.temperatures[-1]:g}"
             )
+        if not extra.get("fallback_applied") and (reason := not_text_reason(markdown)) is not None:
+            extra["not_text"] = reason
+            warnings.append(f"the model's output is not text ({reason}): check the vLLM release and the model")
         return PageOutput(markdown=markdown, engine=self.name, model=self.model, warnings=warnings, extra=extra)
 
     def _convert(self, text: str, page: PageInput) -> tuple[str, list[dict[str, Any]], list[str]]:
