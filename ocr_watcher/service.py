@@ -32,7 +32,7 @@ from .hooks import HookList
 from .intake.intake import Intake, claim_request
 from .intake.sniff import Sniff
 from .notify import NotifyHooks
-from .pipeline.assemble import assemble_result
+from .pipeline.assemble import PageMissing, assemble_result
 from .pipeline.input_watch import SettleWatch, Stamp, changed_since_claim, stamp_of
 from .pipeline.runner import Event, Opened, PageDone, PageFailed, Pipeline, PipelineSettings
 from .pipeline.scheduler import PageScheduler, RunningJob
@@ -580,17 +580,30 @@ class Service:
         try:
             markdown, result_meta = assemble_result(self.store, active.meta, job.failed)
             self.store.write_result(job.job_id, markdown, result_meta)
-        except OSError as exc:
-            if isinstance(exc, FileNotFoundError) and self._folder_deleted(job.job_id):
-                self._forget(job.job_id, "its folder was deleted")
+        except PageMissing as exc:
+            if self.store.missing() is None and not self._folder_deleted(job.job_id):
+                log.warning("%s: page %d's Markdown is gone; doing the page again", job.job_id, exc.page)
+                job.done.discard(exc.page)
+                self.scheduler.requeue(job, exc.page)
                 return
-            self.hooks.on_storage_error("result", str(exc))
-            self.storage.failed("result", exc)
-            active.result_due = time.monotonic() + STORAGE_RETRY_SECONDS  # the flush tries again
+            self._result_waits(active, exc)  # the folder or the whole outbox is away
+            return
+        except OSError as exc:
+            self._result_waits(active, exc)
             return
         self.storage.succeeded("result")
         active.meta.warnings = [*active.notes, *result_meta["warnings"]][:100]
         self._finish(active, Status.COMPLETED)
+
+    def _result_waits(self, active: _Active, exc: OSError) -> None:
+        """The result could not be written: a deleted folder ends the job's run here; a full,
+        read-only or absent outbox makes it wait, and the flush tries again."""
+        if isinstance(exc, FileNotFoundError) and self._folder_deleted(active.job.job_id):
+            self._forget(active.job.job_id, "its folder was deleted")
+            return
+        self.hooks.on_storage_error("result", str(exc))
+        self.storage.failed("result", exc)
+        active.result_due = time.monotonic() + STORAGE_RETRY_SECONDS
 
     def _finish(self, active: _Active, status: Status, error: JobError | None = None) -> None:
         job = active.job

@@ -8,6 +8,14 @@ from ..spool.model import JobMeta, iso, utc_now
 from ..spool.store import JobStore
 
 
+class PageMissing(FileNotFoundError):
+    """A page counted as done has no Markdown file (someone removed it): it must be done again."""
+
+    def __init__(self, job_id: str, page: int) -> None:
+        super().__init__(f"page {page} of {job_id} is missing")
+        self.page = page
+
+
 def page_separator(page: int, total: int) -> str:
     """A rule that renders visibly, plus a comment that scripts can split on."""
     return f"<!-- page {page} of {total} -->"
@@ -40,7 +48,7 @@ def assemble_result(store: JobStore, meta: JobMeta, failed: dict[int, str]) -> t
             continue
         markdown = store.read_page(meta.job_id, page)
         if markdown is None:
-            raise FileNotFoundError(f"page {page} of {meta.job_id} is missing")
+            raise PageMissing(meta.job_id, page)
         # Figure links are written relative to pages/NNNN.md; result.md sits one folder up.
         pages.append((page, markdown.replace("](../images/", "](images/"), None))
         info = store.read_page_info(meta.job_id, page) or {"page": page, "status": "done"}
