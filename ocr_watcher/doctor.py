@@ -44,8 +44,10 @@ def word_recall(expected: str, found: str) -> float:
     return sum((want & words(found)).values()) / max(1, sum(want.values()))
 
 
-def render_known_page(folder: Path, dpi: int, image_format: str, grayscale: bool) -> PageInput:
-    """The known text on a Letter page at `dpi`, in the format the engine asks for."""
+def render_known_page(folder: Path, dpi: int, image_format: str, grayscale: bool, max_side_px: int) -> PageInput:
+    """The known text on a Letter page at `dpi` (smaller where the engine caps the longer side, as
+    the renderer does), in the format the engine asks for."""
+    dpi = min(dpi, max_side_px * 2 // 22)  # 11 inches to the longer side
     width, height = round(8.5 * dpi), round(11 * dpi)
     image = Image.new("L" if grayscale else "RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
@@ -113,7 +115,7 @@ def _vllm_servers(engine: Any, config: Config) -> list[dict[str, Any]]:
 def _read_known_page(engine: Engine) -> dict[str, Any]:
     spec = engine.render_spec
     with tempfile.TemporaryDirectory(prefix="ocr-watcher-doctor-") as folder:
-        page = render_known_page(Path(folder), spec.dpi, spec.image_format, spec.grayscale)
+        page = render_known_page(Path(folder), spec.dpi, spec.image_format, spec.grayscale, spec.max_side_px)
         started = time.monotonic()
         try:
             output = engine.recognize(page)

@@ -75,3 +75,12 @@ def test_text_in_any_language_is_text(text):
 )
 def test_bytes_and_symbol_soup_are_not_text(text, why):
     assert why in (not_text_reason(text) or "")
+
+
+def test_tokens_that_decode_to_almost_nothing_are_not_text():
+    """What a real vLLM 0.32 answered with random weights: 48 tokens as 15 dots, or as nothing."""
+    assert not_text_reason("...............", "...............", 48) == "48 tokens came back as 15 characters"
+    assert not_text_reason("", "", 48) == "48 tokens came back as 0 characters"
+    assert not_text_reason("", "", 8) is None  # too few tokens to judge (a blank page's answer)
+    grounded = "<|ref|>text<|/ref|><|det|>[[100, 120, 900, 300]]<|/det|>\nTotal: 1,250.00 EUR"
+    assert not_text_reason("Total: 1,250.00 EUR", grounded, 30) is None  # tags take about 2 characters a token

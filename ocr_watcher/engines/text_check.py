@@ -12,6 +12,10 @@ import unicodedata
 MIN_CHARS = 24  # shorter answers (a page number, a blank page) are too short to judge
 MAX_ODD_SHARE = 0.05  # replacement, control, private-use and unassigned characters
 MIN_WORDISH_SHARE = 0.5  # of the non-space characters, those in tokens a language could write
+# Text takes three or four characters a token, grounding tags about two; tokens that decode to
+# nothing (ids a tokenizer has no text for) make far fewer. Judged from 16 tokens on.
+MIN_CHARS_PER_TOKEN = 1.0
+MIN_TOKENS = 16
 
 _MARKUP = re.compile(r"<[^>\n]{1,80}>|[#*_`|>\-=\[\]()!]+")  # HTML cells, Markdown marks
 _TOKEN = re.compile(r"\S+")
@@ -30,8 +34,11 @@ def _wordish(token: str) -> bool:
     return core > 0 and core * 3 >= len(token) * 2
 
 
-def not_text_reason(markdown: str) -> str | None:
-    """Why this answer is not text, or None when it reads as text (or is too short to tell)."""
+def not_text_reason(markdown: str, raw: str | None = None, tokens: int = 0) -> str | None:
+    """Why this answer is not text, or None when it reads as text (or is too short to tell).
+    `raw`: the model's answer as it came (tags and all), `tokens`: how many tokens it took."""
+    if raw is not None and tokens >= MIN_TOKENS and len(raw.strip()) < MIN_CHARS_PER_TOKEN * tokens:
+        return f"{tokens} tokens came back as {len(raw.strip())} characters"
     text = _MARKUP.sub(" ", markdown)
     chars = [char for char in text if not char.isspace()]
     if len(chars) < MIN_CHARS:

@@ -342,7 +342,10 @@ class VllmEngine:
             warnings.append(
                 f"the model repeated itself at temperature 0; recognised at temperature {tally.temperatures[-1]:g}"
             )
-        if not extra.get("fallback_applied") and (reason := not_text_reason(markdown)) is not None:
+        # Judged on what the model said, also where the text layer stands in for it: a model (or vLLM
+        # release) that answers bytes must show, not hide behind the fallback.
+        said = markdown if not extra.get("fallback_applied") else self._convert(call.completion.text, page)[0]
+        if (reason := not_text_reason(said, call.completion.text, call.completion.completion_tokens)) is not None:
             extra["not_text"] = reason
             warnings.append(f"the model's output is not text ({reason}): check the vLLM release and the model")
         return PageOutput(markdown=markdown, engine=self.name, model=self.model, warnings=warnings, extra=extra)
