@@ -1,4 +1,5 @@
-"""Fixtures shared by the tests: inbox and outbox folders, one on another filesystem, and tmpfs mounts."""
+"""Fixtures shared by the tests: inbox and outbox folders, one on another filesystem, tmpfs mounts, and
+the real-vLLM tier's servers (tests/test_vllm_real.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.storage import mount_tmpfs, unmount_all
+from tests.vllm_cpu.server import VllmServers
 
 
 def _folder(tmp_path: Path, name: str) -> Path:
@@ -56,3 +58,40 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         yield mount
     finally:
         unmount_all(mounted)
+
+
+# The real-vLLM tier: a real vLLM server on this CPU (tests/vllm_cpu). Off unless OCR_WATCHER_VLLM_PYTHON
+# names the vllm-cpu venv's python, which .ci/vllm-cpu creates and prints and .ci/run exports.
+VLLM_PYTHON_ENV = "OCR_WATCHER_VLLM_PYTHON"
+_ENABLE_VLLM = f"to enable it run `export {VLLM_PYTHON_ENV}=$(.ci/vllm-cpu | tail -n1)` (.ci/run does this)"
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> Path:
+    value = os.environ.get(VLLM_PYTHON_ENV, "")
+    if not value:
+        pytest.skip(f"real-vLLM tier off: {VLLM_PYTHON_ENV} is not set; {_ENABLE_VLLM}")
+    path = Path(value)
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.skip(f"real-vLLM tier off: {VLLM_PYTHON_ENV}={value} is not an interpreter (venv gone?); {_ENABLE_VLLM}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def vllm_servers(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServers]:
+    """The session's real servers (logs under the session temp folder); stopped when the session ends."""
+    servers = VllmServers(vllm_python, tmp_path_factory.mktemp("real-vllm"))
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture
+def real_vllm(vllm_servers: VllmServers) -> str:
+    """Base URL of a real vLLM serving tiny DeepSeek-OCR with NGramPerReqLogitsProcessor (started once)."""
+    return vllm_servers.url(ngram=True)
+
+
+@pytest.fixture
+def real_vllm_plain(vllm_servers: VllmServers) -> str:
+    """Base URL of a real vLLM started without the logits processor (stops the other flavour first)."""
+    return vllm_servers.url(ngram=False)

@@ -1,0 +1,183 @@
+"""Smoke tests against a REAL vLLM 0.32 server (CPU build) serving the DeepSeek-OCR architecture with random
+weights (tests/vllm_cpu). They pin the server behaviour the vllm engine relies on: the request format, how
+prompt tokens count a page, the n-gram logits processor's validation, clamping of max_tokens, and metric names.
+
+Skipped unless OCR_WATCHER_VLLM_PYTHON names the vllm-cpu venv's python (see tests/conftest.py). One server
+with the processor serves every test but the last, which starts one without it (about a minute each on
+2 cores). The model is random: it never stops by itself, so max_tokens stays small.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import pypdfium2 as pdfium
+import pytest
+import requests
+
+from tests.pdfgen import text_pdf
+from tests.vllm_cpu.server import MAX_MODEL_LEN, SERVED_MODEL
+
+# Server starts (up to 7 min on a busy machine) happen in fixture set-up, which pytest-timeout counts.
+pytestmark = pytest.mark.timeout(900)
+
+PROMPT = "<|grounding|>Convert the document to markdown."
+NGRAM_XARGS = {"ngram_size": 30, "window_size": 90, "whitelist_token_ids": [128821, 128822]}  # the product's
+
+# DeepSeek-OCR's image tokens in vLLM's Gundam mode (base 1024, tiles of 640, 2..6 tiles): a global view of
+# 16 rows of 16 + a newline each, one view separator, and for pages larger than 640x640 the tiles' grid,
+# 10 rows per tile row of 10 per tile column + a newline each.
+GLOBAL_VIEW_TOKENS = 16 * (16 + 1) + 1  # 273: a page that fits 640x640
+LETTER_TILES = (2, 3)  # columns, rows chosen for a US Letter page (aspect 0.77)
+LETTER_LOCAL_TOKENS = (LETTER_TILES[1] * 10) * (LETTER_TILES[0] * 10 + 1)  # 630
+
+
+def png_page(page_size_pt: tuple[float, float], scale: float) -> str:
+    """A born-digital PDF page rendered as the product renders pages (pdfium), base64 PNG."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        pdf = text_pdf(Path(folder) / "page.pdf", [["Invoice 2024-117", "Total: 1,250.00 EUR", "Thank you."]],
+                       page_size=page_size_pt)  # fmt: skip
+        document = pdfium.PdfDocument(pdf)
+        try:
+            image = document[0].render(scale=scale).to_pil()
+        finally:
+            document.close()
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+SMALL_PAGE = ((320, 320), 2.0)  # 640x640 px: the global view only
+LETTER_PAGE = ((612, 792), 2.0)  # 1224x1584 px: US Letter at 144 dpi
+
+
+def page_messages(image_b64: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64," + image_b64}},
+                {"type": "text", "text": PROMPT},
+            ],
+        }
+    ]
+
+
+def chat(base: str, messages: list[dict[str, Any]], max_tokens: int, xargs: dict[str, Any] | None) -> requests.Response:
+    """POST /v1/chat/completions as the product does (temperature 0, special tokens kept, n-gram xargs)."""
+    body: dict[str, Any] = {
+        "model": SERVED_MODEL,
+        "messages": messages,
+        "temperature": 0,
+        "max_tokens": max_tokens,
+        "skip_special_tokens": False,
+    }
+    if xargs is not None:
+        body["vllm_xargs"] = xargs
+    return requests.post(base + "/v1/chat/completions", json=body, timeout=600)
+
+
+def token_count(base: str, messages: list[dict[str, Any]]) -> int:
+    """vLLM's own count of a chat prompt (/tokenize runs the multimodal processor, not the model)."""
+    response = requests.post(base + "/tokenize", json={"model": SERVED_MODEL, "messages": messages}, timeout=120)
+    assert response.status_code == 200, response.text
+    return int(response.json()["count"])
+
+
+def text_tokens(base: str) -> int:
+    # The chat template renders bos + "<image>" + "\n" + text; the image placeholder becomes the image tokens.
+    return token_count(base, [{"role": "user", "content": "\n" + PROMPT}])
+
+
+def metrics(base: str) -> dict[str, float]:
+    """vllm:* samples by name and labels, e.g. 'vllm:request_success_total{finished_reason="length"}'."""
+    text = requests.get(base + "/metrics", timeout=30).text
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.match(r"^(vllm:[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$", line)
+        if match:
+            labels = re.sub(r',?(engine|model_name)="[^"]*"', "", match.group(2) or "").replace("{,", "{")
+            samples[match.group(1) + ("" if labels in ("", "{}") else labels)] = float(match.group(3))
+    return samples
+
+
+def test_models_reports_the_served_name_and_max_model_len(real_vllm: str) -> None:
+    body = requests.get(real_vllm + "/v1/models", timeout=30).json()
+    (model,) = body["data"]
+    assert model["id"] == SERVED_MODEL
+    assert model["max_model_len"] == MAX_MODEL_LEN
+
+
+def test_prompt_tokens_of_a_page_include_its_image_tokens(real_vllm: str) -> None:
+    text = text_tokens(real_vllm)
+    assert token_count(real_vllm, page_messages(png_page(*SMALL_PAGE))) == text + GLOBAL_VIEW_TOKENS
+    letter = token_count(real_vllm, page_messages(png_page(*LETTER_PAGE)))
+    assert letter == text + GLOBAL_VIEW_TOKENS + LETTER_LOCAL_TOKENS  # 903 image tokens
+
+
+def test_page_in_the_products_request_format(real_vllm: str) -> None:
+    before = metrics(real_vllm)
+    response = chat(real_vllm, page_messages(png_page(*SMALL_PAGE)), 16, NGRAM_XARGS)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    (choice,) = body["choices"]
+    assert choice["finish_reason"] == "length"  # a random model does not stop; 16 tokens came
+    assert isinstance(choice["message"]["content"], str)
+    # usage.prompt_tokens counts the 273 image tokens (the whitelist ids 128821/128822 are accepted too).
+    assert body["usage"]["prompt_tokens"] == text_tokens(real_vllm) + GLOBAL_VIEW_TOKENS
+    assert body["usage"]["completion_tokens"] == 16
+    after = metrics(real_vllm)
+    length = 'vllm:request_success_total{finished_reason="length"}'
+    assert after[length] - before[length] == 1
+    assert after["vllm:request_params_max_tokens_sum"] - before["vllm:request_params_max_tokens_sum"] == 16
+    assert after["vllm:request_params_max_tokens_count"] - before["vllm:request_params_max_tokens_count"] == 1
+    assert after["vllm:prompt_tokens_total"] - before["vllm:prompt_tokens_total"] == body["usage"]["prompt_tokens"]
+    assert after["vllm:generation_tokens_total"] - before["vllm:generation_tokens_total"] == 16
+
+
+def test_processor_rejects_ngram_size_zero(real_vllm: str) -> None:
+    # The managed server's probe: only a server with NGramPerReqLogitsProcessor validates ngram_size.
+    before = metrics(real_vllm)
+    response = chat(real_vllm, page_messages(png_page(*SMALL_PAGE)), 16, {"ngram_size": 0})
+    assert response.status_code == 400
+    assert "ngram_size` has to be a strictly positive integer" in response.json()["error"]["message"]
+    after = metrics(real_vllm)
+    assert after["vllm:request_params_max_tokens_count"] == before["vllm:request_params_max_tokens_count"]
+
+
+def test_max_tokens_is_clamped_to_the_context_and_an_overlong_prompt_is_refused(real_vllm: str) -> None:
+    # Text-only prompts near max_model_len (cheap: no vision encoder). "cell " is two tokens, bos one.
+    long = [{"role": "user", "content": "cell " * 4090}]
+    prompt = token_count(real_vllm, long)
+    assert MAX_MODEL_LEN - 16 < prompt < MAX_MODEL_LEN
+    before = metrics(real_vllm)
+    response = chat(real_vllm, long, 16, NGRAM_XARGS)
+    assert response.status_code == 200, response.text  # not refused: max_tokens shrinks to what fits
+    usage = response.json()["usage"]
+    assert usage["prompt_tokens"] == prompt
+    assert usage["completion_tokens"] == MAX_MODEL_LEN - prompt
+    after = metrics(real_vllm)
+    # The metric records the clamped max_tokens, not the 16 asked for.
+    assert after["vllm:request_params_max_tokens_sum"] - before["vllm:request_params_max_tokens_sum"] == (
+        MAX_MODEL_LEN - prompt
+    )
+
+    overlong = [{"role": "user", "content": "cell " * 4096}]  # 8193 tokens
+    response = chat(real_vllm, overlong, 16, NGRAM_XARGS)
+    assert response.status_code == 400
+    assert f"maximum context length is {MAX_MODEL_LEN} tokens" in response.json()["error"]["message"]
+
+
+def test_server_without_the_processor_accepts_ngram_size_zero(real_vllm_plain: str) -> None:
+    # Last in this file: it stops the processor server and starts a plain one. Text-only, one token.
+    messages = [{"role": "user", "content": PROMPT}]
+    response = chat(real_vllm_plain, messages, 1, {"ngram_size": 0})
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["completion_tokens"] == 1
+    assert chat(real_vllm_plain, messages, 1, NGRAM_XARGS).status_code == 200
