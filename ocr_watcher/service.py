@@ -782,6 +782,8 @@ class Service:
             self._forget(job_id, "its folder was deleted (treated as cancel)")
         elif paths.cancel.exists() and not active.meta.status.terminal:
             error = JobError(type="cancelled", message="cancelled on request (a CANCEL file, or DELETE /jobs/{id})")
+            # Said now: on a full or read-only outbox the cancelled status is written only later.
+            log.info("%s: cancel requested; no more of its pages are done", job_id)
             self._finish(active, Status.CANCELLED, error)
             self._clear_control(job_id, CANCEL)  # one left behind is cleared by a retry
 

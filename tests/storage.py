@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 import urllib.error
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ocr_watcher.spool.atomic import TMP_MARK
 from tests.daemon import Daemon
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -56,9 +58,19 @@ def make_writable(outbox: Path) -> None:
     subprocess.run(["umount", "-l", str(outbox)], check=True)  # detaches the read-only bind on top
 
 
-def fill(outbox: Path) -> Path:
-    filler = outbox / ".filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+def sweep_leftovers(outbox: Path) -> int:
+    """Remove the temp files a kill -9 left mid-write, as the next daemon's recovery would: a test
+    that fills the outbox must do it first, or that recovery frees a block and the write the test
+    expects to be refused fits in it."""
+    removed = 0
+    for path in outbox.rglob(f".*{TMP_MARK}*"):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        removed += 1
+    return removed
+
+
+def _top_up(filler: Path) -> None:
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         while True:
             os.write(fd, b"\0" * 65536)
@@ -66,7 +78,36 @@ def fill(outbox: Path) -> Path:
         pass
     finally:
         os.close(fd)
-    return filler
+
+
+def _temp_blocks(outbox: Path) -> int:
+    """Blocks held by temp files: a daemon's write in flight, whose failure frees them again."""
+    held = 0
+    for path in outbox.rglob(f".*{TMP_MARK}*"):
+        try:
+            held += path.lstat().st_blocks
+        except FileNotFoundError:
+            pass
+    return held
+
+
+def fill(outbox: Path, timeout: float = 20.0) -> Path:
+    """Fill the outbox's filesystem to the last byte and return the file that holds it.
+
+    Full for good, not for an instant: a daemon's write in flight while the filler grows takes a
+    block, fails, and frees it, and a smaller write (metadata.json) then fits. So top up until no
+    temp file holds a block and no space is left, before and after looking (a write that starts on
+    a full filesystem gets no block, so nothing can be freed after that)."""
+    filler = outbox / ".filler"
+    deadline = time.monotonic() + timeout
+    while True:
+        _top_up(filler)
+        before = os.statvfs(outbox).f_bavail
+        held = _temp_blocks(outbox)
+        if before == 0 and held == 0 and os.statvfs(outbox).f_bavail == 0:
+            return filler
+        assert time.monotonic() < deadline, f"the outbox does not stay full ({held} blocks in temp files)"
+        time.sleep(0.01)
 
 
 def all_metadata_parses(outbox: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.daemon import Daemon, drop
 from tests.pdfgen import sample_lines, text_pdf
-from tests.storage import TERMINAL, all_metadata_parses, fill, readyz, watch_metadata
+from tests.storage import TERMINAL, all_metadata_parses, fill, readyz, sweep_leftovers, watch_metadata
 
 
 def _pages_done(daemon: Daemon, name: str) -> int:
@@ -51,6 +51,7 @@ def test_a_dead_daemons_job_is_taken_over_on_a_full_outbox_and_finished_once_spa
     finally:
         first.kill()
     done_by_ghost = _pages_done(first, "ghost.pdf")
+    sweep_leftovers(outbox)  # else the heir's sweep of the ghost's half-written page makes room
     filler = fill(outbox)
     second = Daemon(tmp_path, "heir", outbox=outbox, engine="text", jobs=jobs).start()
     try:
@@ -79,9 +80,13 @@ def test_a_retry_and_a_cancel_on_a_full_outbox_wait_for_space(tmpfs: Callable[[s
     outbox = tmpfs("48m")
     daemon = Daemon(tmp_path, outbox=outbox, engine="text", jobs={"outbox_scan_interval_seconds": 0.2}).start()
     try:
-        drop(daemon.inbox, text_pdf(tmp_path / "again.pdf", [[f"Again {i}"] for i in range(300)]))
-        daemon.wait_until(lambda: daemon.job_for("again.pdf") is not None, 30, "the first job")
+        # The first job is cancelled on a full outbox too: there no page can end it first.
+        drop(daemon.inbox, text_pdf(tmp_path / "again.pdf", [[f"Again {i}"] for i in range(3000)]))
+        daemon.wait_until(lambda: _pages_done(daemon, "again.pdf") >= 10, 60, "the first job to be under way")
+        filler = fill(outbox)
         (daemon.job_dir(daemon.job_for("again.pdf")) / "CANCEL").touch()
+        daemon.wait_until(lambda: "cancel requested" in daemon.log(), 10, "the daemon to see the CANCEL")
+        filler.unlink()
         assert daemon.wait_for_job("again.pdf", TERMINAL, timeout=30)["status"] == "cancelled"
         drop(daemon.inbox, text_pdf(tmp_path / "stop.pdf", [[f"Stop {i}"] for i in range(3000)]))
         daemon.wait_until(lambda: _pages_done(daemon, "stop.pdf") >= 10, 60, "the second job to be under way")
