@@ -58,15 +58,19 @@ def make_writable(outbox: Path) -> None:
     subprocess.run(["umount", "-l", str(outbox)], check=True)  # detaches the read-only bind on top
 
 
-def sweep_leftovers(outbox: Path) -> int:
+def _temp_files(outbox: Path) -> list[Path]:
+    return list(outbox.rglob(f".*{TMP_MARK}*"))
+
+
+def sweep_leftovers(outbox: Path) -> None:
     """Remove the temp files a kill -9 left mid-write, as the next daemon's recovery would: a test
     that fills the outbox must do it first, or that recovery frees a block and the write the test
     expects to be refused fits in it."""
-    removed = 0
-    for path in outbox.rglob(f".*{TMP_MARK}*"):
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-        removed += 1
-    return removed
+    for path in _temp_files(outbox):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _top_up(filler: Path) -> None:
@@ -83,7 +87,7 @@ def _top_up(filler: Path) -> None:
 def _temp_blocks(outbox: Path) -> int:
     """Blocks held by temp files: a daemon's write in flight, whose failure frees them again."""
     held = 0
-    for path in outbox.rglob(f".*{TMP_MARK}*"):
+    for path in _temp_files(outbox):
         try:
             held += path.lstat().st_blocks
         except FileNotFoundError:
