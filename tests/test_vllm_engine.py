@@ -33,6 +33,7 @@ from ocr_watcher.engines.vllm import (
     build_request,
     parse_completion,
 )
+from ocr_watcher.engines.vllm_pool import ServerPool
 
 from .fake_vllm import FakeVllm, validate
 
@@ -236,6 +237,26 @@ def test_a_request_that_timed_out_is_sent_again_without_failing_the_page(make_en
         assert sorted(o.extra["attempts"] for o in outputs)[-1] == 2  # some went to the busy one first
         with pytest.raises(PageError, match=r"no answer within 2 s, 2 times .*vllm.timeout_retries"):
             only_busy.recognize(page_png(tmp_path, 9))
+
+
+def test_a_timed_out_request_goes_to_another_server_even_one_with_more_in_flight():
+    """The moment a server gives up a request that timed out it has the fewest in flight, so the
+    fewest-in-flight rule alone sends the request straight back to it (seen against the real server,
+    tests/test_vllm_real.py): the request avoids the servers where it timed out while another is usable,
+    and goes back to one only when none other is."""
+    with FakeVllm(MODEL) as first, FakeVllm(MODEL) as second:
+        pool = ServerPool([first.url, second.url], max_in_flight=8, request_timeout=30.0, probe_model=MODEL)
+        pool.check_all()
+        try:
+            busy = pool.acquire(MODEL)  # a page in flight at one server
+            slow = next(url for url in (first.url, second.url) if url != busy)  # this request timed out there
+            assert pool.acquire(MODEL, avoid={slow}) == busy
+            pool.release(busy)
+            assert pool.acquire(MODEL, avoid={slow}) == busy
+            assert pool.acquire(MODEL, avoid={first.url, second.url}) == slow  # none other: the fewest in flight
+            assert pool.acquire(MODEL) == slow  # without avoid, as before: fewest in flight
+        finally:
+            pool.close()
 
 
 def test_a_server_without_the_ngram_processor_takes_no_pages_and_says_why(make_engine, tmp_path):

@@ -20,14 +20,8 @@ from typing import Any
 import pytest
 
 from ocr_watcher.engines.vllm import NGRAM_XARGS, PROMPTS, build_request
-from ocr_watcher.engines.vllm_server import (
-    CHILD_ENV,
-    LOGITS_PROCESSOR,
-    ProcessorSignal,
-    ServerSettings,
-    build_command,
-    processor_signal,
-)
+from ocr_watcher.engines.vllm_server import CHILD_ENV, ServerSettings, build_command
+from ocr_watcher.engines.vllm_server_status import LOGITS_PROCESSOR, ProcessorSignal, processor_signal
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed")
 

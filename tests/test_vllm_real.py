@@ -26,6 +26,8 @@ import yaml
 from tests.daemon import REPO, Daemon, drop
 from tests.pdfgen import text_pdf
 from tests.storage import readyz
+from tests.vllm_cpu.relay import HoldingRelay
+from tests.vllm_cpu.scrape import metrics, requests_succeeded
 from tests.vllm_cpu.server import MAX_MODEL_LEN, SERVED_MODEL
 
 # Server starts (up to 7 min on a busy machine) happen in fixture set-up, which pytest-timeout counts.
@@ -99,18 +101,6 @@ def token_count(base: str, messages: list[dict[str, Any]]) -> int:
 def text_tokens(base: str) -> int:
     # The chat template renders bos + "<image>" + "\n" + text; the image placeholder becomes the image tokens.
     return token_count(base, [{"role": "user", "content": "\n" + PROMPT}])
-
-
-def metrics(base: str) -> dict[str, float]:
-    """vllm:* samples by name and labels, e.g. 'vllm:request_success_total{finished_reason="length"}'."""
-    text = requests.get(base + "/metrics", timeout=30).text
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        match = re.match(r"^(vllm:[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$", line)
-        if match:
-            labels = re.sub(r',?(engine|model_name)="[^"]*"', "", match.group(2) or "").replace("{,", "{")
-            samples[match.group(1) + ("" if labels in ("", "{}") else labels)] = float(match.group(3))
-    return samples
 
 
 def test_models_reports_the_served_name_and_max_model_len(real_vllm: str) -> None:
@@ -188,34 +178,40 @@ def _real_engine(server: str, **vllm: Any) -> dict[str, Any]:
     return {"engine": "vllm", "vllm": settings | vllm, "pipeline": {"workers": 1}}
 
 
-def _success(samples: dict[str, float]) -> float:
-    return sum(v for k, v in samples.items() if k.startswith("vllm:request_success_total"))
-
-
-def test_a_dropped_pdf_completes_through_the_real_server_and_its_metrics_account_for_every_request(
+def test_a_dropped_pdf_completes_through_the_real_server_past_a_server_that_holds_its_pages(
     real_vllm: str, tmp_path: Path
 ) -> None:
-    """Given the daemon with engine vllm pointed at the real server, when a PDF is dropped, then the job
-    completes with every page, vLLM's own /metrics count exactly the requests the pages say they made
-    (the processor probe is refused before it is counted), none asked for more tokens than the cap,
-    and the random model's answer is flagged as not text while the page's text layer stands in."""
+    """Given the daemon with engine vllm and two servers, the real one and a relay in front of it that
+    takes pages but never answers them (tests/vllm_cpu/relay.py: a server busy for good), when a 2-page PDF
+    is dropped, then one page goes to each (fewest in flight), the held one times out and is sent to the
+    real server without failing its page, and the job completes with every page. vLLM's own /metrics
+    count exactly the requests the pages made less the one the relay held (the processor probe is refused
+    before it is counted), none asked for more tokens than the cap, and the random model's answer is
+    flagged as not text while the page's text layer stands in."""
     pdf = text_pdf(tmp_path / "real.pdf", [["Invoice 2024-117", "Total: 1,250.00 EUR"]] * 2, page_size=(320, 320))
     before = metrics(real_vllm)
-    daemon = Daemon(tmp_path, **_real_engine(real_vllm)).start()
-    try:
-        assert readyz(daemon)[0] == 200, readyz(daemon)
-        drop(daemon.inbox, pdf)
-        job = daemon.wait_for_job("real.pdf", {"completed", "failed", "cancelled"}, timeout=600)
-        result = json.loads((daemon.job_dir(job) / "result_metadata.json").read_text())
-    finally:
-        daemon.stop()
+    with HoldingRelay(real_vllm) as relay:
+        # A page takes about 40 s here; 90 s leaves room for two at once on a slower machine.
+        settings = _real_engine(real_vllm, servers=[relay.url, real_vllm], request_timeout_seconds=90)
+        daemon = Daemon(tmp_path, **settings).start()
+        try:
+            assert readyz(daemon)[0] == 200, readyz(daemon)
+            drop(daemon.inbox, pdf)
+            job = daemon.wait_for_job("real.pdf", {"completed", "failed", "cancelled"}, timeout=600)
+            result = json.loads((daemon.job_dir(job) / "result_metadata.json").read_text())
+        finally:
+            daemon.stop()
+        held = relay.held
     after = metrics(real_vllm)
     assert job["status"] == "completed" and job["progress"]["pages_done"] == 2, job
     extras = [page["extra"] for page in result["pages"]]
+    assert [extra["server"] for extra in extras] == [real_vllm] * 2
+    assert held == 1 and sorted(extra["attempts"] for extra in extras) == [1, 2]
+    assert re.search(rf"page [12]: {re.escape(relay.url)} gave no answer in time .*; sending it again", daemon.log())
     attempts = sum(extra["attempts"] for extra in extras)
-    assert attempts >= 2 and _success(after) - _success(before) == attempts
+    assert requests_succeeded(after) - requests_succeeded(before) == attempts - held
     count, total = "vllm:request_params_max_tokens_count", "vllm:request_params_max_tokens_sum"
-    assert after[count] - before[count] == attempts and after[total] - before[total] == 16 * attempts
+    assert after[count] - before[count] == attempts - held and after[total] - before[total] == 16 * (attempts - held)
     assert all(extra["max_tokens"] == 16 and extra["prompt_tokens"] > GLOBAL_VIEW_TOKENS for extra in extras)
     assert all("not_text" in extra for extra in extras), extras
     assert any("is not text" in warning for warning in result["warnings"]), result["warnings"]

@@ -24,21 +24,23 @@ import pytest
 
 from ocr_watcher.engines.vllm_server import (
     CHILD_ENV,
-    LOGITS_PROCESSOR,
     ManagedServer,
-    Phase,
-    ProcessorSignal,
     ServerSettings,
-    State,
-    backoff_delay,
-    backoff_schedule,
     build_command,
     build_env,
     command_words,
+    server_root,
+)
+from ocr_watcher.engines.vllm_server_status import (
+    LOGITS_PROCESSOR,
+    Phase,
+    ProcessorSignal,
+    State,
+    backoff_delay,
+    backoff_schedule,
     health_text,
     line_level,
     processor_signal,
-    server_root,
 )
 from ocr_watcher.notify import Notifier
 

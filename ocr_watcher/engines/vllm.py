@@ -39,7 +39,7 @@ from ocr_watcher.engines.deepseek_markdown import to_markdown
 from ocr_watcher.engines.deepseek_tokens import answer_budget
 from ocr_watcher.engines.markdown import text_layer_to_markdown
 from ocr_watcher.engines.text_check import not_text_reason
-from ocr_watcher.engines.vllm_pool import ServerPool, _describe
+from ocr_watcher.engines.vllm_pool import ServerPool, describe_error
 
 log = logging.getLogger("ocr_watcher.engines.vllm")
 
@@ -250,10 +250,11 @@ class VllmEngine:
         busy server) up to `timeout_retries` times; a 4xx or a malformed answer fails the page."""
         started = time.monotonic()
         timed_out, waited_out = 0, 0.0  # the time spent in requests that timed out extends the budget
+        slow: set[str] = set()  # servers where this request timed out: sent elsewhere while another is usable
         attempt = 0
         while True:
             attempt += 1
-            url = self.pool.acquire(self.model or "")
+            url = self.pool.acquire(self.model or "", avoid=slow)
             sent = time.monotonic()
             if url is None:  # every server lacks the n-gram processor: wait for one that has it
                 outcome: Completion | Retry = Retry(self.pool.problem(self.model or "") or "no usable server")
@@ -266,6 +267,8 @@ class VllmEngine:
                 assert url is not None
                 return _Call(outcome, url, attempt, time.monotonic() - started)
             if outcome.timed_out:
+                assert url is not None
+                slow.add(url)
                 timed_out += 1
                 waited_out += time.monotonic() - sent
                 if timed_out > self.timeout_retries:
@@ -292,12 +295,12 @@ class VllmEngine:
             )
         except httpx.TimeoutException as exc:
             if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
-                self.pool.mark_down(url, _describe(exc))
-                return Retry(f"{url}: {_describe(exc)}")
-            return Retry(f"{url} gave no answer in time ({_describe(exc)})", timed_out=True)
+                self.pool.mark_down(url, describe_error(exc))
+                return Retry(f"{url}: {describe_error(exc)}")
+            return Retry(f"{url} gave no answer in time ({describe_error(exc)})", timed_out=True)
         except httpx.TransportError as exc:  # refused, reset, dropped mid-answer: the server is (re)starting
-            self.pool.mark_down(url, _describe(exc))
-            return Retry(f"{url}: {_describe(exc)}")
+            self.pool.mark_down(url, describe_error(exc))
+            return Retry(f"{url}: {describe_error(exc)}")
         status = response.status_code
         if status >= 500 or status in _RETRYABLE_4XX:
             return Retry(f"{url}: HTTP {status} {response.text[:_BODY_TAIL]}")

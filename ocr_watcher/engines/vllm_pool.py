@@ -17,14 +17,16 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from .vllm_server_status import LOGITS_PROCESSOR
+
 log = logging.getLogger("ocr_watcher.engines.vllm")
 
-LOGITS_PROCESSOR = "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor"
 HEALTH_TIMEOUT_S = 3.0
 PROBE_TIMEOUT_S = 30.0  # a server without the processor answers it: one short text-only generation
 
@@ -66,7 +68,8 @@ def probe_verdict(status: int, body: str) -> tuple[bool | None, str]:
     return None, f"the processor probe got HTTP {status}: {body[:200]}"
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """An HTTP failure in a few words, for logs, /readyz and page errors."""
     if isinstance(exc, httpx.HTTPStatusError):
         return f"HTTP {exc.response.status_code}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -86,9 +89,7 @@ class _Server:
 
     def usable(self, model: str) -> bool:
         return (
-            self.healthy is not False
-            and self.processor is not False
-            and (self.models is None or model in self.models)
+            self.healthy is not False and self.processor is not False and (self.models is None or model in self.models)
         )
 
 
@@ -163,7 +164,7 @@ class ServerPool:
             response.raise_for_status()
             models = served_models(response.json())
         except (httpx.HTTPError, ValueError) as exc:
-            self._set(server, False, f"{server.url}: {_describe(exc)}")
+            self._set(server, False, f"{server.url}: {describe_error(exc)}")
             return
         self._set(server, True, None, models)
         if not server.probed and self.probe_model is not None:
@@ -210,15 +211,18 @@ class ServerPool:
             if server.url == url and server.healthy is not True:
                 self._set(server, True, None)
 
-    def acquire(self, model: str) -> str | None:
+    def acquire(self, model: str, avoid: Collection[str] = ()) -> str | None:
         """The usable server serving `model` with the fewest requests in flight, counted as one more
-        until `release`. With none usable, the next one that is merely down: the request itself then
-        probes it, so a restarted server is used before the next health check. None when every server
-        runs without the n-gram processor: no page goes there."""
+        until `release`; servers in `avoid` (where this request timed out) only when no other is usable,
+        since the slow server has the fewest in flight the moment it gives a request up. With none
+        usable, the next one that is merely down: the request itself then probes it, so a restarted
+        server is used before the next health check. None when every server runs without the n-gram
+        processor: no page goes there."""
         with self._lock:
             start = next(self._turn)
             order = [self._servers[(start + i) % len(self._servers)] for i in range(len(self._servers))]
             usable = [server for server in order if server.usable(model)]
+            usable = [server for server in usable if server.url not in avoid] or usable
             fallback = [server for server in order if server.processor is not False]
             if not usable and not fallback:
                 return None

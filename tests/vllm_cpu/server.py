@@ -44,15 +44,10 @@ BASE_FLAGS = [
 ]  # fmt: skip
 NGRAM_FLAGS = ["--logits_processors", LOGITS_PROCESSOR]
 
+# The launcher adds what a CPU server needs (launcher.CPU_ENV); this is what the product's managed mode sets.
 CHILD_ENV = {
     # 0.31+ default to Model Runner V2, which rejects the V1-interface NGramPerReqLogitsProcessor at start-up.
     "VLLM_USE_V2_MODEL_RUNNER": "0",
-    # vLLM keeps one core for its front end by default, leaving the model one thread of the two cores.
-    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-    "HF_HUB_OFFLINE": "1",  # everything is local; never wait for a network lookup
-    "VLLM_NO_USAGE_STATS": "1",
-    "DO_NOT_TRACK": "1",
-    "TOKENIZERS_PARALLELISM": "false",
 }
 
 
