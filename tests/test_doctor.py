@@ -53,9 +53,7 @@ def test_doctor_fails_loudly_on_a_server_that_does_not_read(tmp_path):
 
 def test_doctor_says_when_a_server_lacks_the_processor(tmp_path):
     with FakeVllm("deepseek-ai/DeepSeek-OCR", processor=False) as server:
-        result = doctor(
-            tmp_path, {"engine": "vllm", "vllm": {"servers": [server.url], "connect_retry_max_seconds": 1}}
-        )
+        result = doctor(tmp_path, {"engine": "vllm", "vllm": {"servers": [server.url], "connect_retry_max_seconds": 1}})
     assert result.returncode == 1
     assert "without DeepSeek-OCR's n-gram logits processor" in result.stdout
     assert "FAILED: the page failed" in result.stdout

@@ -26,7 +26,7 @@ import yaml
 from tests.daemon import REPO, Daemon, drop
 from tests.pdfgen import text_pdf
 from tests.storage import readyz
-from tests.vllm_cpu.relay import HoldingRelay
+from tests.vllm_cpu.relay import SlowRelay
 from tests.vllm_cpu.scrape import metrics, requests_succeeded
 from tests.vllm_cpu.server import MAX_MODEL_LEN, SERVED_MODEL
 
@@ -190,7 +190,7 @@ def test_a_dropped_pdf_completes_through_the_real_server_past_a_server_that_hold
     flagged as not text while the page's text layer stands in."""
     pdf = text_pdf(tmp_path / "real.pdf", [["Invoice 2024-117", "Total: 1,250.00 EUR"]] * 2, page_size=(320, 320))
     before = metrics(real_vllm)
-    with HoldingRelay(real_vllm) as relay:
+    with SlowRelay(real_vllm, delay_s=None) as relay:
         # A page takes about 40 s here; 90 s leaves room for two at once on a slower machine.
         settings = _real_engine(real_vllm, servers=[relay.url, real_vllm], request_timeout_seconds=90)
         daemon = Daemon(tmp_path, **settings).start()
@@ -201,12 +201,12 @@ def test_a_dropped_pdf_completes_through_the_real_server_past_a_server_that_hold
             result = json.loads((daemon.job_dir(job) / "result_metadata.json").read_text())
         finally:
             daemon.stop()
-        held = relay.held
+        held = relay.pages
     after = metrics(real_vllm)
     assert job["status"] == "completed" and job["progress"]["pages_done"] == 2, job
     extras = [page["extra"] for page in result["pages"]]
     assert [extra["server"] for extra in extras] == [real_vllm] * 2
-    assert held == 1 and sorted(extra["attempts"] for extra in extras) == [1, 2]
+    assert held == 1 and relay.pages_forwarded == 0 and sorted(extra["attempts"] for extra in extras) == [1, 2]
     assert re.search(rf"page [12]: {re.escape(relay.url)} gave no answer in time .*; sending it again", daemon.log())
     attempts = sum(extra["attempts"] for extra in extras)
     assert requests_succeeded(after) - requests_succeeded(before) == attempts - held
@@ -216,6 +216,28 @@ def test_a_dropped_pdf_completes_through_the_real_server_past_a_server_that_hold
     assert all("not_text" in extra for extra in extras), extras
     assert any("is not text" in warning for warning in result["warnings"]), result["warnings"]
     assert "Invoice 2024-117" in (daemon.job_dir(job) / "result.md").read_text()  # the text layer stood in
+
+
+def test_pages_go_to_the_faster_of_two_servers_in_proportion(real_vllm: str, tmp_path: Path) -> None:
+    """Given two servers, the real one and a relay that passes each page on to it 90 s late (a page takes
+    12-40 s on 2 cores), when 8 pages are dropped with 2 in flight at a time, then every page completes,
+    the slower server takes 1 or 2 of them and the faster at least 3 for each of those (round-robin gave
+    each 4, and the slow one set the pace)."""
+    pdf = text_pdf(tmp_path / "eight.pdf", [[f"Page {n} of eight"] for n in range(1, 9)], page_size=(320, 320))
+    with SlowRelay(real_vllm, delay_s=90.0) as slow:
+        settings = _real_engine(real_vllm, servers=[slow.url, real_vllm], max_in_flight=2)
+        daemon = Daemon(tmp_path, **settings).start()
+        try:
+            drop(daemon.inbox, pdf)
+            job = daemon.wait_for_job("eight.pdf", {"completed", "failed", "cancelled"}, timeout=900)
+            result = json.loads((daemon.job_dir(job) / "result_metadata.json").read_text())
+        finally:
+            daemon.stop()
+    assert job["status"] == "completed" and job["progress"]["pages_done"] == 8, job
+    servers = [page["extra"]["server"] for page in result["pages"]]
+    to_slow, to_fast = servers.count(slow.url), servers.count(real_vllm)
+    assert to_slow + to_fast == 8 and to_slow == slow.pages_forwarded, servers
+    assert 1 <= to_slow <= 2 and to_fast >= 3 * to_slow, servers
 
 
 def test_the_default_max_tokens_is_never_sent_above_what_the_context_leaves(real_vllm: str, tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
-"""HoldingRelay: a second "server" in front of the real one, busy for good: it never answers a page.
+"""SlowRelay: a second "server" in front of the real one, slower by a fixed delay per page, or busy for good.
 
 What a real vLLM cannot be made to do on demand is to be slow for one test: this relay forwards
-everything to the real server (/health, /v1/models, the processor probe with `ngram_size` 0, so the
-daemon finds it healthy and with the processor loaded, as it would find a busy GPU server) but holds
-every other chat completion without answering until the client gives up or the relay is closed. It
-counts what it held; nothing held ever reaches the real server.
+everything to the real server at once (/health, /v1/models, the processor probe with `ngram_size` 0, so
+the daemon finds it healthy and with the processor loaded, as it would find a busy GPU server) but holds
+every other chat completion (a page) for `delay_s` before forwarding it, or, with `delay_s` None, without
+ever answering until the client gives up or the relay is closed; nothing held so ever reaches the real
+server. It counts the pages it received and those it forwarded.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-FORWARD_TIMEOUT_S = 120.0
+FORWARD_TIMEOUT_S = 600.0
 
 
-class HoldingRelay:
-    def __init__(self, upstream: str) -> None:
+class SlowRelay:
+    def __init__(self, upstream: str, delay_s: float | None = None) -> None:
         self.upstream = upstream.rstrip("/")
-        self.held = 0  # page requests received and never answered
-        self.forwarded: list[str] = []  # "METHOD path" of what went to the real server
+        self.delay_s = delay_s
+        self.pages = 0  # page requests received
+        self.pages_forwarded = 0
         self._release = threading.Event()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -31,7 +33,7 @@ class HoldingRelay:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="holding-relay", daemon=True)
 
-    def __enter__(self) -> HoldingRelay:
+    def __enter__(self) -> SlowRelay:
         self._thread.start()
         return self
 
@@ -54,17 +56,18 @@ class HoldingRelay:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.path == "/v1/chat/completions" and not is_processor_probe(body):
                     with relay._lock:
-                        relay.held += 1
-                    relay._release.wait()  # no answer: the client's timeout ends it
-                    self.close_connection = True
-                    return
+                        relay.pages += 1
+                    # Set by the relay's close; with no delay, the client's timeout ends the wait first.
+                    if relay._release.wait(relay.delay_s) or relay.delay_s is None:
+                        self.close_connection = True
+                        return
+                    with relay._lock:
+                        relay.pages_forwarded += 1
                 relay.forward(self, body)
 
         return Handler
 
     def forward(self, handler: BaseHTTPRequestHandler, body: bytes | None) -> None:
-        with self._lock:
-            self.forwarded.append(f"{handler.command} {handler.path}")
         request = urllib.request.Request(self.upstream + handler.path, data=body, method=handler.command)
         if body is not None:
             request.add_header("Content-Type", handler.headers.get("Content-Type", "application/json"))
