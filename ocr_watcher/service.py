@@ -31,7 +31,6 @@ from .engines.registry import build_engine, build_managed_server, job_settings, 
 from .hooks import HookList
 from .intake.intake import Intake, claim_request
 from .intake.sniff import Sniff
-from .notify import NotifyHooks
 from .pipeline.assemble import PageMissing, assemble_result
 from .pipeline.input_watch import SettleWatch, Stamp, changed_since_claim, stamp_of
 from .pipeline.runner import Event, Opened, PageDone, PageFailed, Pipeline, PipelineSettings
@@ -163,16 +162,18 @@ class Service:
         return engine
 
     def _start_managed_server(self) -> None:
-        """Engine vllm without configured servers: start `vllm serve` ourselves and wait for it
-        (loading the model takes minutes; systemd is told to extend its start-up timeout)."""
+        """Engine vllm without configured servers: start `vllm serve` ourselves, without waiting for it.
+        Loading the model takes minutes (a first start downloads it); meanwhile files are claimed, the
+        HTTP endpoints say what is happening (/readyz: "vLLM is starting (42 s)"), and pages wait for
+        the server (engines/vllm.py: a start-up does not use up their connect_retry_max_seconds)."""
         profiles = {"default", *self.config.profiles}
         if self.config.vllm.servers or all(self._engine_name_for_profile(p) != "vllm" for p in profiles):
             return
-        notify = self.hooks.find(NotifyHooks)
-        self.managed_server = build_managed_server(self.config, notifier=notify.notifier if notify else None)
-        log.info("starting vLLM (%s) and waiting for it to load the model", self.config.vllm.model)
-        if not self.managed_server.start(wait=True):
-            log.error("vLLM is not ready: %s; serving anyway, pages wait for it", self.managed_server.health())
+        # No notifier: READY=1 comes before the model is loaded, and EXTEND_TIMEOUT_USEC= after it would
+        # stretch the watchdog instead of the start-up timeout.
+        self.managed_server = build_managed_server(self.config)
+        log.info("starting vLLM (%s); pages wait for it to load the model", self.config.vllm.model)
+        self.managed_server.start()
 
     def _engine_for_job(self, job: RunningJob) -> Engine:
         # The settings recorded at the claim, so a reload cannot change them half-way through a job;

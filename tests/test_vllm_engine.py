@@ -195,6 +195,25 @@ def test_a_page_waits_for_a_restarting_server(make_engine, tmp_path, monkeypatch
         assert engine.health() is None
 
 
+def test_a_page_waits_for_its_own_server_to_load_beyond_the_connect_retry_window(make_engine, tmp_path):
+    """Given the daemon's own (managed) server still loading its model for longer than
+    connect_retry_max_seconds, a page sent meanwhile waits for it and is done once it answers: the
+    supervisor's start-up timeout bounds that wait, not the page's retry window."""
+    from ocr_watcher.engines.vllm_server import ManagedServer, ServerSettings
+
+    port = free_port()
+    settings = ServerSettings(command=(sys.executable, "-m", "tests.fake_vllm"), port=port, startup_timeout_seconds=60)
+    managed = ManagedServer(settings, environ={**os.environ, "FAKE_VLLM_STARTUP_DELAY": "3"})
+    managed.start()
+    try:
+        engine = make_engine([managed.url], connect_retry_max_seconds=0.5, managed=managed)
+        assert managed.starting
+        output = engine.recognize(page_png(tmp_path, 1))
+        assert output.extra["attempts"] > 3 and output.extra["server"] == managed.url
+    finally:
+        managed.stop()
+
+
 def test_pages_go_only_to_the_healthy_server(fake, make_engine, tmp_path):
     down = f"http://127.0.0.1:{free_port()}"
     engine = make_engine([down, fake.url])

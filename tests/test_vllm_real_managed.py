@@ -65,7 +65,8 @@ def test_the_daemon_runs_its_own_real_vllm_and_a_kill_9_of_it_mid_job_loses_no_p
     vllm_servers: VllmServers, vllm_python: Path, tmp_path: Path
 ) -> None:
     """Given engine vllm with no servers listed and the CPU launcher as `vllm.managed.command`, the daemon
-    starts a real vLLM as its child, waits for it, and /readyz is ready. When the child's leader is
+    starts a real vLLM as its child without waiting for it: a file dropped meanwhile is claimed and /readyz
+    says vLLM is starting, then ready. When the child's leader is
     killed with SIGKILL after page 1 of 2 (page 2 in flight), then the supervisor ends what was left of its
     process group, starts a new server, and the job completes: page 1 is not redone, the new server ran
     exactly one request (page 2), and stopping the daemon stops the new server's whole process group."""
@@ -85,15 +86,18 @@ def test_the_daemon_runs_its_own_real_vllm_and_a_kill_9_of_it_mid_job_loses_no_p
     # One page in flight at a time, so that page 1 is done and page 2 at the server when it is killed.
     vllm |= {"max_side_px": 640, "max_in_flight": 1}
     pdf = text_pdf(tmp_path / "managed.pdf", [["Invoice 2024-117", "Total: 1,250.00 EUR"]] * 2, page_size=(320, 320))
-    # The daemon's start-up waits for its server (systemd is asked to extend its start timeout meanwhile).
-    daemon = Daemon(tmp_path, engine="vllm", vllm=vllm, pipeline={"workers": 1}).start(timeout=600)
+    daemon = Daemon(tmp_path, engine="vllm", vllm=vllm, pipeline={"workers": 1}).start()
     try:
+        daemon.wait_until(lambda: _server_leader(daemon) is not None, 60, "the daemon to start vLLM")
         first = _server_leader(daemon)
-        assert first is not None, "no vLLM child of the daemon leads its own process group"
-        status, text = readyz(daemon)
-        assert status == 200, text  # up, and its start-up line named the n-gram processor
-
+        assert first is not None
+        # While the model loads, the daemon already claims files and says what it waits for.
         drop(daemon.inbox, pdf)
+        daemon.wait_until(lambda: daemon.job_for("managed.pdf") is not None, 60, "the claim")
+        status, text = readyz(daemon)
+        assert status == 503 and "vLLM is starting" in text, (status, text)
+        daemon.wait_until(lambda: readyz(daemon)[0] == 200, 600, "the managed vLLM to be ready")
+
         daemon.wait_until(lambda: _pages_done(daemon, "managed.pdf") >= 1, 600, "page 1")
         job_dir = daemon.job_dir(daemon.job_for("managed.pdf") or {})
         page_1 = (job_dir / "pages" / "0001.md").stat().st_mtime_ns

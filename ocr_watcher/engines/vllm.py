@@ -249,7 +249,8 @@ class VllmEngine:
         back-off while time is left, a request that timed out is sent again at once (to the least
         busy server) up to `timeout_retries` times; a 4xx or a malformed answer fails the page."""
         started = time.monotonic()
-        timed_out, waited_out = 0, 0.0  # the time spent in requests that timed out extends the budget
+        # Time spent in requests that timed out, or waiting for our own server to start, extends the budget.
+        timed_out, waited_out = 0, 0.0
         slow: set[str] = set()  # servers where this request timed out: sent elsewhere while another is usable
         attempt = 0
         while True:
@@ -279,6 +280,9 @@ class VllmEngine:
                 log.warning("page %d: %s; sending it again", page.page, outcome.reason)
                 continue
             delay = backoff_delay(attempt - 1, initial=self.backoff_initial, maximum=self.backoff_max)
+            if self.managed is not None and self.managed.starting:
+                # Our own server is loading the model: its start-up timeout bounds that wait, not ours.
+                waited_out += delay
             if time.monotonic() + delay > started + waited_out + self.connect_retry_max_seconds:
                 raise PageError(
                     f"page {page.page}: no vllm server answered after {attempt} attempts in "

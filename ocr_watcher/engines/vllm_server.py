@@ -185,6 +185,12 @@ class ManagedServer:
         with self._lock:
             return health_text(self._state, self.clock(), self.settings.logits_processor)
 
+    @property
+    def starting(self) -> bool:
+        """Started and not answering yet (loading the model); bounded by startup_timeout_seconds."""
+        with self._lock:
+            return self._state.phase is Phase.STARTING
+
     def start(self, wait: bool = False) -> bool:
         """Launch the supervisor; with wait, block until healthy or the start-up timeout (-> bool)."""
         if self._thread is None:
