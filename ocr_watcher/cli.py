@@ -196,18 +196,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    store = _store(args)
-    metas = [m for m in (store.try_load(j) for j in store.iter_job_ids()) if m is not None]
-    if args.status:
-        metas = [m for m in metas if m.status.value == args.status]
-    metas.sort(key=lambda m: m.created_at, reverse=True)
-    if args.json:
-        print(json.dumps([m.to_json() for m in metas], indent=2, ensure_ascii=False))
-    else:
-        for meta in metas:
-            print(_summary_line(meta))
-        if not metas:
-            print("no jobs", file=sys.stderr)
+    from .job_list import print_jobs
+
+    print_jobs(_store(args), args.status, args.limit, args.json)
     return EXIT_OK
 
 
@@ -349,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs = sub.add_parser("jobs", parents=[common], help="list jobs, newest first")
     jobs.add_argument("--status", choices=[s.value for s in Status])
-    jobs.add_argument("--json", action="store_true")
+    jobs.add_argument("--json", action="store_true", help="every job as JSON (with --limit, the newest N)")
+    jobs.add_argument("--limit", type=int, metavar="N", help="the newest N (default 50 in the table; 0 = all)")
     jobs.set_defaults(func=cmd_jobs)
 
     status = sub.add_parser("status", parents=[common], help="show one job")
