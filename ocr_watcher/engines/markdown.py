@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from .tsv_layout import Item, Paragraph, body_height, heading_level, is_list, list_items, parse_tsv, segments
+
 # A line start that Markdown would turn into structure: ATX heading, block quote, bullet list,
 # thematic break, code fence, HTML block. (Ordered lists are handled apart: the escape goes after
 # the number.)
@@ -68,23 +70,48 @@ def paragraphs_to_markdown(paragraphs: list[list[str]]) -> str:
 
 
 def tesseract_tsv_to_markdown(tsv: str) -> str:
-    """Tesseract's `tsv` output → Markdown.
+    """Tesseract's `tsv` output → Markdown: its paragraphs in its reading order, headings where the type
+    is clearly larger than the body's, lists where lines start with bullets or numbers that count up
+    (tsv_layout.py); everything else paragraphs whose Markdown-looking starts are escaped."""
+    found = parse_tsv(tsv)
+    body = body_height(found)
+    paragraphs = [piece for paragraph in found for piece in segments(paragraph, body)]
+    blocks: list[str] = []
+    run: list[Item] = []  # list items of consecutive paragraphs, and those paragraphs
+    held: list[Paragraph] = []
 
-    Columns: level page_num block_num par_num line_num word_num left top width height conf text.
-    Word rows (conf ≥ 0) are grouped by (page, block, paragraph) and then by line, in reading
-    order as Tesseract emits them; structural rows (conf -1) and blank words are skipped.
-    """
-    paragraphs: dict[tuple[str, str, str], dict[str, list[str]]] = {}
-    for row in tsv.splitlines():
-        cols = row.split("\t", 11)
-        if len(cols) != 12 or cols[0] != "5" or cols[10].strip() == "-1":
+    def flush() -> None:
+        if is_list(run):
+            blocks.append("\n".join(f"{_list_marker(item)} {join_lines(item.lines)}" for item in run))
+        else:
+            blocks.extend(escape_line_start(join_lines(_texts(paragraph))) for paragraph in held)
+        run.clear()
+        held.clear()
+
+    for paragraph in paragraphs:
+        items = list_items(paragraph)
+        if items is not None and (not run or (items[0].marker == "-") == (run[0].marker == "-")):
+            run.extend(items)
+            held.append(paragraph)
             continue
-        word = cols[11].strip()
-        if not word:
+        flush()
+        if items is not None:
+            run.extend(items)
+            held.append(paragraph)
             continue
-        lines = paragraphs.setdefault((cols[1], cols[2], cols[3]), {})
-        lines.setdefault(cols[4], []).append(word)
-    return paragraphs_to_markdown([[" ".join(words) for words in lines.values()] for lines in paragraphs.values()])
+        level = heading_level(paragraph, body)
+        text = join_lines(_texts(paragraph))
+        blocks.append(f"{'#' * level} {text}" if level else escape_line_start(text))
+    flush()
+    return "\n\n".join(block for block in blocks if block) + "\n" if any(blocks) else ""
+
+
+def _list_marker(item: Item) -> str:
+    return "-" if item.marker == "-" else f"{item.marker}."
+
+
+def _texts(paragraph: Paragraph) -> list[str]:
+    return [" ".join(line.words) for line in paragraph.lines]
 
 
 def split_text_layer(text: str) -> list[list[str]]:
