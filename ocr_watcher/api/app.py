@@ -23,6 +23,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+from pydantic import StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from ..config import Config
@@ -35,6 +36,7 @@ from .index import JobIndex
 from .render import CONTENT_SECURITY_POLICY, result_html
 from .upload import Received, UploadError, receive_upload, sweep_stale_uploads
 from .views import (
+    STATUS_QUERY_PATTERN,
     STATUSES,
     CreatedJob,
     Health,
@@ -209,7 +211,7 @@ def job_router(ctx: ApiContext) -> APIRouter:
     @router.get("/jobs", response_model=JobPage, summary="All jobs, newest first")
     def list_jobs(
         status: Annotated[
-            list[str] | None,
+            list[Annotated[str, StringConstraints(pattern=STATUS_QUERY_PATTERN)]] | None,
             Query(description=f"Only these statuses ({', '.join(STATUSES)}); repeat or comma-separate."),
         ] = None,
         offset: Annotated[int, Query(ge=0)] = 0,

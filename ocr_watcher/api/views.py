@@ -11,6 +11,10 @@ from pydantic import BaseModel, Field
 from ..spool.model import Status
 
 STATUSES = [status.value for status in Status]
+# `?status=` as the description states it: statuses, comma-separated, spaces and empty items allowed (as
+# parse_statuses reads them), so that a client, or a fuzzer, knows what is valid before it asks.
+_ONE_STATUS = "(?:" + "|".join(STATUSES) + ")?"
+STATUS_QUERY_PATTERN = f"^[ ]*{_ONE_STATUS}[ ]*(?:,[ ]*{_ONE_STATUS}[ ]*)*$"
 
 
 class ProgressView(BaseModel):
