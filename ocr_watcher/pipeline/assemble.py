@@ -6,6 +6,7 @@ from typing import Any
 
 from ..spool.model import JobMeta, iso, utc_now
 from ..spool.store import JobStore
+from .repeats import find_repeats, without_repeats
 
 
 class PageMissing(FileNotFoundError):
@@ -54,6 +55,10 @@ def assemble_result(store: JobStore, meta: JobMeta, failed: dict[int, str]) -> t
         info = store.read_page_info(meta.job_id, page) or {"page": page, "status": "done"}
         infos.append(info)
         warnings.extend(f"page {page}: {w}" for w in info.get("warnings", []))
+    # Running headers, footers and page numbers stay in the page files, not in result.md.
+    repeats = find_repeats({page: markdown for page, markdown, _ in pages if markdown is not None})
+    if repeats:
+        pages = [(page, md if md is None else without_repeats(md, repeats), why) for page, md, why in pages]
     engines = sorted({i["engine"] for i in infos if i.get("engine")})
     models = sorted({i["model"] for i in infos if i.get("model")})
     result_meta = {
@@ -70,6 +75,8 @@ def assemble_result(store: JobStore, meta: JobMeta, failed: dict[int, str]) -> t
         "finished_at": iso(utc_now()),
         "seconds_engine_total": round(sum(i.get("seconds_engine", 0.0) for i in infos), 3),
         "warnings": warnings,
+        # Left out of result.md: [{"text": as on its first page, "pages": where it repeats}]
+        "running_headers_footers": [{"text": r.text, "pages": list(r.pages)} for r in repeats.values()],
         "pages": infos,
     }
     return join_pages(pages, total), result_meta
