@@ -44,6 +44,11 @@ ONLY_IMPORTED_BY: dict[str, tuple[str, ...]] = {
     f"{PACKAGE}.service": (f"{PACKAGE}.cli",),
     f"{PACKAGE}.wiring": (f"{PACKAGE}.cli",),
     f"{PACKAGE}.cli": (),
+    # The observers are chosen by wiring; the service knows only the Hooks interface.
+    f"{PACKAGE}.metrics": (f"{PACKAGE}.wiring", f"{PACKAGE}.http"),
+    f"{PACKAGE}.notify": (f"{PACKAGE}.wiring",),
+    f"{PACKAGE}.retention": (f"{PACKAGE}.wiring", f"{PACKAGE}.metrics", f"{PACKAGE}.cli"),  # cli: purge
+    f"{PACKAGE}.http": (f"{PACKAGE}.wiring",),
 }
 
 
