@@ -2,28 +2,26 @@
 
 Each concern subclasses `Hooks` and overrides what it needs; the service calls every registered
 hook in order, on its main thread. A hook that raises is logged and otherwise ignored: observing
-the daemon must never stop it.
+the daemon must never stop it. Hooks are handed plain values (observe.py), never the service.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from .observe import Report, Snapshot, Started
 from .spool.model import JobMeta, Status
-
-if TYPE_CHECKING:
-    from .service import Service
 
 log = logging.getLogger("ocr_watcher.hooks")
 H = TypeVar("H", bound="Hooks")
 
 
 class Hooks:
-    def on_start(self, service: Service) -> None:
+    def on_start(self, started: Started) -> None:
         """The daemon has recovered its jobs and is about to serve."""
 
-    def on_tick(self, service: Service) -> None:
+    def on_tick(self, snapshot: Snapshot) -> None:
         """Once per main-loop iteration (a few times a second): the loop is alive."""
 
     def on_job_status(self, meta: JobMeta, previous: Status | None) -> None:
@@ -41,11 +39,16 @@ class Hooks:
     def on_storage_state(self, problem: str | None) -> None:
         """What the daemon now waits for (the outbox is full, read-only, gone), or None: it works again."""
 
-    def on_stop(self, service: Service) -> None:
+    def on_stop(self, snapshot: Snapshot) -> None:
         """The daemon is stopping (SIGTERM); pages in flight are being finished."""
 
-    def on_exit(self, service: Service) -> None:
+    def on_exit(self, snapshot: Snapshot) -> None:
         """The stop is done: pages drained, every job's state written; the process is about to end."""
+
+    def take_reports(self) -> list[Report]:
+        """What this hook found out for the others since it was last asked (retention: the jobs it
+        deleted, the outbox's size); asked on the main thread after each on_tick and on_stop."""
+        return []
 
 
 class HookList(Hooks):
@@ -68,11 +71,11 @@ class HookList(Hooks):
             except Exception:
                 log.exception("hook %s.%s failed", type(hook).__name__, method)
 
-    def on_start(self, service: Service) -> None:
-        self._each("on_start", service)
+    def on_start(self, started: Started) -> None:
+        self._each("on_start", started)
 
-    def on_tick(self, service: Service) -> None:
-        self._each("on_tick", service)
+    def on_tick(self, snapshot: Snapshot) -> None:
+        self._each("on_tick", snapshot)
 
     def on_job_status(self, meta: JobMeta, previous: Status | None) -> None:
         self._each("on_job_status", meta, previous)
@@ -89,8 +92,17 @@ class HookList(Hooks):
     def on_storage_state(self, problem: str | None) -> None:
         self._each("on_storage_state", problem)
 
-    def on_stop(self, service: Service) -> None:
-        self._each("on_stop", service)
+    def on_stop(self, snapshot: Snapshot) -> None:
+        self._each("on_stop", snapshot)
 
-    def on_exit(self, service: Service) -> None:
-        self._each("on_exit", service)
+    def on_exit(self, snapshot: Snapshot) -> None:
+        self._each("on_exit", snapshot)
+
+    def take_reports(self) -> list[Report]:
+        reports: list[Report] = []
+        for hook in self.hooks:
+            try:
+                reports.extend(hook.take_reports())
+            except Exception:
+                log.exception("hook %s.take_reports failed", type(hook).__name__)
+        return reports

@@ -3,8 +3,9 @@
 An ASGI app (FastAPI, for the API's validation and OpenAPI description) served by uvicorn on a
 daemon thread with its own event loop. The socket is bound on the main thread first, so that an
 address in use is a clear error at start rather than a dying thread. Handlers run on the server's
-threads: they read the job folders and ask the main loop (Service.call) for anything that changes
-a job.
+threads: they read the job folders and ask the main loop (JobControl.call, observe.py) for
+anything that changes a job. /metrics, /healthz and /readyz are plain routes made from what the
+metrics hook returns: bytes, and (ok, message).
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response as StarletteResponse
 
 from .config import Config
 from .hooks import Hooks
+from .observe import JobControl, Snapshot, Started
+from .spool.store import JobStore
 
 if TYPE_CHECKING:
     from .metrics import MetricsHooks
-    from .service import Service
 
 log = logging.getLogger("ocr_watcher.http")
 TEXT = "text/plain; charset=utf-8"
@@ -49,6 +52,28 @@ def text(status: int, message: str) -> Response:
 
 
 Route = Callable[[], Response]
+
+
+def status_route(check: Callable[[], tuple[bool, str]]) -> Route:
+    """A health check as a route: 200 when it passes, 503 when not, its message as the body."""
+
+    def route() -> Response:
+        ok, message = check()
+        return text(200 if ok else 503, message)
+
+    route.__name__ = getattr(check, "__name__", "status_route")  # for the log line of a failure
+    return route
+
+
+def metrics_routes(metrics: MetricsHooks) -> dict[str, Route]:
+    def metrics_page() -> Response:
+        return Response(200, metrics.exposition(), CONTENT_TYPE_LATEST)
+
+    return {
+        "/metrics": metrics_page,
+        "/healthz": status_route(metrics.healthz),
+        "/readyz": status_route(metrics.readyz),
+    }
 
 
 def _endpoint(route: Route) -> Callable[[Request], StarletteResponse]:
@@ -213,9 +238,10 @@ class HttpHooks(Hooks):
         self.metrics = metrics
         self.server: HttpServer | None = None
 
-    def on_start(self, service: Service) -> None:
+    def on_start(self, started: Started) -> None:
         http = self.config.http
-        app = build_app(self.metrics.routes(), self._api_for(service) if http.api else None)
+        api = self._api_for(started.store, started.control) if http.api else None
+        app = build_app(metrics_routes(self.metrics), api)
         server = HttpServer(http.host, http.port, app)
         try:
             server.start()
@@ -233,20 +259,20 @@ class HttpHooks(Hooks):
             tokens = "bearer token required" if http.api_tokens else "no token required"
             log.info("job API and web page on %s/ (%s)", server.base_url, tokens)
 
-    def _api_for(self, service: Service) -> Callable[[FastAPI], None]:
+    def _api_for(self, store: JobStore, control: JobControl) -> Callable[[FastAPI], None]:
         from .api.app import ApiContext, add_api
 
         context = ApiContext(
-            config=lambda: service.config,
-            store=service.store,
-            control=service,
-            main_loop_ok=lambda: self.metrics.healthz().status == 200,
-            engine_ready=lambda: self.metrics.readyz().status == 200,
+            config=lambda: control.config,
+            store=store,
+            control=control,
+            main_loop_ok=lambda: self.metrics.healthz()[0],
+            engine_ready=lambda: self.metrics.readyz()[0],
             on_upload=self.metrics.on_upload,
         )
         return lambda app: add_api(app, context)
 
-    def on_exit(self, service: Service) -> None:
+    def on_exit(self, snapshot: Snapshot) -> None:
         # Not on_stop: /metrics and /health keep answering while the pages in flight drain (the API
         # meanwhile refuses new work with 503: Service.call raises NotServing).
         if self.server is not None:

@@ -1,9 +1,11 @@
 """Prometheus metrics, /healthz and /readyz: one hook (see hooks.py); http.py serves them.
 
 Counters and histograms move on the hook calls (jobs, pages, retention); gauges are sampled from the
-service in `on_tick`, at most once a second. Labels carry only small fixed sets (outcome, profile,
-engine, reason), never a job id or a file name. Every series whose labels are known up front exists
-from the start at zero, so `rate()` and alerts see the first event.
+tick's snapshot (observe.py), at most once a second. The figures leave as bytes (the Prometheus text
+format) and health as (ok, message): answering HTTP with them is http.py's business. Labels carry
+only small fixed sets (outcome, profile, engine, reason), never a job id or a file name. Every
+series whose labels are known up front exists from the start at zero, so `rate()` and alerts see
+the first event.
 
 Names follow Prometheus conventions: prefix `ocr_watcher_`, base units (seconds, bytes), counters
 end in `_total`, timestamps in `_timestamp_seconds`.
@@ -16,10 +18,9 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -33,13 +34,9 @@ from prometheus_client import (
 from . import __version__
 from .config import Config
 from .hooks import Hooks
-from .http import Response, text
+from .observe import EngineView, Snapshot, Started
 from .retention import REASONS
 from .spool.model import JobMeta, Status
-
-if TYPE_CHECKING:
-    from .engines.base import Engine
-    from .service import Service
 
 log = logging.getLogger("ocr_watcher.metrics")
 
@@ -86,26 +83,17 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
-def engine_problems(engines: Iterable[tuple[str, Engine]]) -> list[str]:
+def engine_problems(engines: Iterable[EngineView]) -> list[str]:
     """One line per engine that cannot take pages now; empty when all are ready."""
     problems = []
-    for label, engine in engines:
+    for engine in engines:
         try:
             reason = engine.health()
         except Exception as exc:  # a broken health check means not ready, not a broken endpoint
             reason = f"health check failed: {exc!r}"
         if reason is not None:
-            problems.append(f"{label}: {reason}")
+            problems.append(f"{engine.label}: {reason}")
     return problems
-
-
-def _engine_label(key: Any, engine: Engine) -> str:
-    """'tesseract (eng, 300 dpi)' for the service's (name, language, dpi, model, mode) keys."""
-    if isinstance(key, tuple) and key:
-        name, *settings = key
-        details = ", ".join(str(part) for part in settings if part)
-        return f"{name} ({details})" if details else str(name)
-    return str(getattr(engine, "name", key))
 
 
 # -- the metrics -----------------------------------------------------------------------------------
@@ -254,25 +242,23 @@ class MetricsHooks(Hooks):
         self.metrics = Metrics()
         self.metrics.add_profiles(profile_names(config))
         self.set_limits(config)
-        self._service: Service | None = None
-        self._engines: list[tuple[str, Engine]] = []  # snapshot for the HTTP threads
+        self._engines: tuple[EngineView, ...] = ()  # the last snapshot's, for the HTTP threads
         self._last_tick: float | None = None
         self._last_refresh = -math.inf
         self._storage_problem: str | None = None  # what the daemon waits for, if anything
 
     # -- hooks (main thread) -------------------------------------------------------------------------
-    def on_start(self, service: Service) -> None:
-        self._service = service
+    def on_start(self, started: Started) -> None:
         self._last_tick = self.clock()
-        self.metrics.add_engines(sorted({engine.name for engine in service.engines().values()}))
-        self.refresh(service)
+        self.metrics.add_engines(sorted({engine.name for engine in started.snapshot.engines}))
+        self.refresh(started.snapshot)
 
-    def on_tick(self, service: Service) -> None:
+    def on_tick(self, snapshot: Snapshot) -> None:
         now = self.clock()
         self._last_tick = now
         if now - self._last_refresh >= GAUGE_REFRESH_SECONDS:
             self._last_refresh = now
-            self.refresh(service)
+            self.refresh(snapshot)
 
     def on_job_status(self, meta: JobMeta, previous: Status | None) -> None:
         m, profile = self.metrics, meta.profile
@@ -295,7 +281,7 @@ class MetricsHooks(Hooks):
 
     def on_page(self, job_id: str, page: int, outcome: str, info: dict[str, Any]) -> None:
         m = self.metrics
-        engine = str(info.get("engine") or self._engine_of(job_id))
+        engine = str(info.get("engine") or "unknown")  # the pipeline always records it
         m.pages.labels(outcome=outcome, engine=engine).inc()
         if outcome == "done":
             if isinstance(info.get("seconds_engine"), (int, float)):
@@ -317,27 +303,25 @@ class MetricsHooks(Hooks):
         self.metrics.retention_deleted_bytes.labels(reason=reason).inc(max(0, size_bytes))
 
     # -- sampling ------------------------------------------------------------------------------------
-    def refresh(self, service: Service) -> None:
-        """Sample the gauges from the service (cheap: counters in memory, no I/O but engine health)."""
+    def refresh(self, state: Snapshot) -> None:
+        """Set the gauges from a snapshot (cheap: no I/O but engine health)."""
         m = self.metrics
-        jobs, pages = service.scheduler.depth()
-        m.queue_jobs.set(jobs)
-        m.queue_pages.set(pages)
-        statuses = [active.meta.status for active in list(service.active.values())]
-        m.jobs_queued.set(statuses.count(Status.QUEUED))
-        m.jobs_in_progress.set(statuses.count(Status.PROCESSING))
-        m.pages_in_progress.set(max(0, service.pipeline.busy))
-        m.inbox_files_waiting.set(service.intake.waiting)
-        m.workers.set(service.config.worker_count)
-        m.outbox_bytes.set(math.nan if service.outbox_bytes is None else service.outbox_bytes)
-        if service.config is not self.config:  # reloaded (SIGHUP): new limits, maybe new profiles
-            self.config = service.config
-            m.add_profiles(profile_names(service.config))
-            self.set_limits(service.config)
-        self._engines = [(_engine_label(key, engine), engine) for key, engine in service.engines().items()]
+        m.queue_jobs.set(state.queue_jobs)
+        m.queue_pages.set(state.queue_pages)
+        m.jobs_queued.set(state.count(Status.QUEUED))
+        m.jobs_in_progress.set(state.count(Status.PROCESSING))
+        m.pages_in_progress.set(state.pages_in_flight)
+        m.inbox_files_waiting.set(state.inbox_waiting)
+        m.workers.set(state.config.worker_count)
+        m.outbox_bytes.set(math.nan if state.outbox_bytes is None else state.outbox_bytes)
+        if state.config is not self.config:  # reloaded (SIGHUP): new limits, maybe new profiles
+            self.config = state.config
+            m.add_profiles(profile_names(state.config))
+            self.set_limits(state.config)
+        self._engines = state.engines
         ready: dict[str, int] = {}  # an engine kind is ready when all its instances are
-        for label, engine in self._engines:
-            ok = 0 if engine_problems([(label, engine)]) else 1
+        for engine in self._engines:
+            ok = 0 if engine_problems([engine]) else 1
             ready[engine.name] = min(ready.get(engine.name, 1), ok)
         for name, ok in ready.items():
             m.engine_ready.labels(engine=name).set(ok)
@@ -348,10 +332,6 @@ class MetricsHooks(Hooks):
         self.metrics.jobs_limit.set(retention.max_job_count)
         self.metrics.job_age_limit.set(retention.max_job_age_hours * 3600)
 
-    def _engine_of(self, job_id: str) -> str:
-        active = self._service.active.get(job_id) if self._service is not None else None
-        return active.job.engine if active is not None else "unknown"
-
     # -- HTTP (server threads) -----------------------------------------------------------------------
     def on_upload(self, status: int, size: int) -> None:
         """An upload was answered (HTTP threads; prometheus_client's metrics are thread-safe)."""
@@ -359,29 +339,29 @@ class MetricsHooks(Hooks):
         if status == 200:
             self.metrics.upload_bytes.inc(size)
 
-    def routes(self) -> dict[str, Callable[[], Response]]:
-        return {"/metrics": self.metrics_page, "/healthz": self.healthz, "/readyz": self.readyz}
+    def exposition(self) -> bytes:
+        """/metrics: the Prometheus text format (prometheus_client.CONTENT_TYPE_LATEST)."""
+        return self.metrics.exposition()
 
-    def metrics_page(self) -> Response:
-        return Response(200, self.metrics.exposition(), CONTENT_TYPE_LATEST)
-
-    def healthz(self) -> Response:
+    def healthz(self) -> tuple[bool, str]:
+        """Whether the main loop is alive (it ticked lately), and a line saying so."""
         if self._last_tick is None:
-            return text(503, "not started")
+            return False, "not started"
         age = self.clock() - self._last_tick
         if age > HEALTHY_TICK_SECONDS:
-            return text(503, f"main loop stalled: last tick {age:.1f} s ago")
-        return text(200, f"ok: main loop ticked {age:.1f} s ago")
+            return False, f"main loop stalled: last tick {age:.1f} s ago"
+        return True, f"ok: main loop ticked {age:.1f} s ago"
 
-    def readyz(self) -> Response:
+    def readyz(self) -> tuple[bool, str]:
+        """Whether every engine can take pages and the outbox can be written, and why not."""
         if not self._engines:
-            return text(503, "no engine started yet")
+            return False, "no engine started yet"
         problems = engine_problems(self._engines)
         if self._storage_problem is not None:
             problems.insert(0, f"outbox: {self._storage_problem}")
         if problems:
-            return text(503, "not ready:\n" + "\n".join(problems))
-        return text(200, "ready: " + ", ".join(label for label, _ in self._engines))
+            return False, "not ready:\n" + "\n".join(problems)
+        return True, "ready: " + ", ".join(engine.label for engine in self._engines)
 
 
 def make_hooks(config: Config) -> Hooks:

@@ -31,8 +31,8 @@ replaced, RETRY created). So a pass over 100,000 finished jobs costs one scandir
 stat per failed/cancelled job, and allocates nothing per completed job: when no count or storage
 limit is exceeded only the jobs over the age limit are looked at, and otherwise the completed ones
 are sorted by their packed times and made into `JobUsage` only as far as the choice reads. In the
-daemon the passes run on a background thread; deletions are reported to the other hooks from the
-main thread.
+daemon the passes run on a background thread; what they find is reported as data (JobDeleted,
+OutboxMeasured), which the service hands on to the other hooks from the main thread.
 """
 
 from __future__ import annotations
@@ -49,18 +49,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .config import Config, RetentionConfig
 from .hooks import Hooks
+from .observe import JobDeleted, OutboxMeasured, Report, Snapshot, Started
 from .spool.atomic import fsync_dir
 from .spool.completed import age_key, ended_ms, from_ms, ms_of, size_of
 from .spool.layout import RETRY
 from .spool.model import JobMeta, Status, iso, utc_now
 from .spool.store import JobStore
-
-if TYPE_CHECKING:
-    from .service import Service
 
 log = logging.getLogger("ocr_watcher.retention")
 
@@ -101,11 +98,7 @@ class JobUsage:
         return self.finished_at or self.created_at
 
 
-@dataclass(frozen=True, slots=True)
-class Deletion:
-    job_id: str
-    reason: str  # one of REASONS
-    size_bytes: int
+Deletion = JobDeleted  # (job_id, reason, size_bytes): what a pass decides is what the hooks are told
 
 
 def _oldest_first(job: JobUsage) -> tuple:
@@ -471,59 +464,57 @@ class RetentionHooks(Hooks):
     """Runs a pass at start and every `retention.interval_seconds` after the previous one ended.
 
     The pass runs on a background thread (the first one over a big outbox reads every job), so the
-    main loop never waits on it; deletions are handed to the other hooks on the main thread."""
+    main loop never waits on it. What it finds, the jobs deleted and the outbox's size, it reports as
+    data (take_reports), which the service hands on to the other hooks from the main thread."""
 
     def __init__(self) -> None:
         self.retention: Retention | None = None
+        self._store: JobStore | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._deleted: queue.SimpleQueue[Deletion] = queue.SimpleQueue()
-        self._outbox_bytes: int | None = None
+        self._reports: queue.SimpleQueue[Report] = queue.SimpleQueue()  # from the pass's thread
         self._last_end: float | None = None
 
-    def on_start(self, service: Service) -> None:
+    def on_start(self, started: Started) -> None:
+        self._store = started.store
         try:
-            self._start_pass(service)
+            self._start_pass(started.snapshot.config)
         except Exception:
             log.exception("retention: cannot start (will try again)")
             self._last_end = time.monotonic()
 
-    def on_tick(self, service: Service) -> None:
+    def on_tick(self, snapshot: Snapshot) -> None:
         try:
-            self._report(service)
-            if self._due(service):
-                self._start_pass(service)
+            if self._due(snapshot.config):
+                self._start_pass(snapshot.config)
         except Exception:
             log.exception("retention: internal error (will try again)")
 
-    def on_stop(self, service: Service) -> None:
+    def on_stop(self, snapshot: Snapshot) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)  # a removal still running finishes from the trash next time
-        self._report(service)
+
+    def take_reports(self) -> list[Report]:
+        reports: list[Report] = []
+        while True:
+            try:
+                reports.append(self._reports.get_nowait())
+            except queue.Empty:
+                return reports
 
     # -- internals ---------------------------------------------------------------------------------
-    def _due(self, service: Service) -> bool:
+    def _due(self, config: Config) -> bool:
         if self._last_end is None or self._stop.is_set():
             return False
         running = self._thread is not None and self._thread.is_alive()
-        return not running and time.monotonic() - self._last_end >= service.config.retention.interval_seconds
+        return not running and time.monotonic() - self._last_end >= config.retention.interval_seconds
 
-    def _report(self, service: Service) -> None:
-        while True:
-            try:
-                deletion = self._deleted.get_nowait()
-            except queue.Empty:
-                break
-            service.hooks.on_job_deleted(deletion.job_id, deletion.reason, deletion.size_bytes)
-        if self._outbox_bytes is not None:
-            service.outbox_bytes = self._outbox_bytes
-
-    def _start_pass(self, service: Service) -> None:
+    def _start_pass(self, config: Config) -> None:
         if self.retention is None:
-            grace = service.config.jobs.heartbeat_lease_seconds
-            self.retention = Retention(service.store, lease_grace_seconds=grace)
-        limits = Limits.from_config(service.config.retention)  # read each time: SIGHUP changes it
+            assert self._store is not None, "on_start first"
+            self.retention = Retention(self._store, lease_grace_seconds=config.jobs.heartbeat_lease_seconds)
+        limits = Limits.from_config(config.retention)  # read each time: SIGHUP changes it
         self._last_end = None
         self._thread = threading.Thread(target=self._run, args=(limits,), name="retention", daemon=True)
         self._thread.start()
@@ -536,7 +527,7 @@ class RetentionHooks(Hooks):
                 limits, now, on_deleted=lambda d, job: self._on_deleted(d, job, now), should_stop=self._stop.is_set
             )
             if result.outbox_missing is None:
-                self._outbox_bytes = result.total_bytes
+                self._reports.put(OutboxMeasured(result.total_bytes))
             for job_id, why in result.skipped:
                 log.info("%s: kept by retention although over a limit: %s", job_id, why)
             if result.trash_removed:
@@ -548,7 +539,7 @@ class RetentionHooks(Hooks):
 
     def _on_deleted(self, deletion: Deletion, job: JobUsage, now: datetime) -> None:
         log.info("%s: deleted by retention: %s", deletion.job_id, describe(deletion, job, now))
-        self._deleted.put(deletion)
+        self._reports.put(deletion)
 
 
 def make_hooks(config: Config) -> RetentionHooks:

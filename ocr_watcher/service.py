@@ -7,7 +7,6 @@ events; so every change to a job's metadata happens here, in one place, in order
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import logging
 import os
@@ -31,6 +30,7 @@ from .engines.registry import build_engine, build_managed_server, job_settings, 
 from .hooks import HookList
 from .intake.intake import Intake, claim_request
 from .intake.sniff import Sniff
+from .observe import JobDeleted, Snapshot, Started, snapshot_of
 from .pipeline.assemble import PageMissing, assemble_result
 from .pipeline.input_watch import SettleWatch, Stamp, changed_since_claim, stamp_of
 from .pipeline.runner import Event, Opened, PageDone, PageFailed, Pipeline, PipelineSettings
@@ -41,7 +41,7 @@ from .spool.layout import CANCEL, RETRY
 from .spool.listing import OutboxWatch
 from .spool.model import RETRYABLE, TERMINAL, JobError, JobMeta, Status, Worker, utc_now
 from .spool.store import JobStore, MetadataStamp
-from .spool.workers import Beat, Heartbeats
+from .spool.workers import Beat, Heartbeats, WorkerIdInUse, lock_worker_id
 from .storage_watch import StorageWatch
 
 log = logging.getLogger("ocr_watcher")
@@ -108,7 +108,7 @@ class Service:
         self._watched: set[str] = set()  # others' unfinished jobs and unreadable ones: read on every scan
         self._held: set[str] = set()  # active or retryable at the last outbox scan
         self._outbox_watch = OutboxWatch(config.outbox)  # whether the outbox must be listed again
-        self.outbox_bytes: int | None = None  # measured by the retention hook; read by metrics
+        self.outbox_bytes: int | None = None  # as retention last reported it (observe.OutboxMeasured)
         # Pages (None: the opening) waiting for the outbox to be writable, or to come back.
         self._deferred: list[tuple[float, RunningJob, int | None]] = []
         self._settling = SettleWatch()  # jobs whose input changed after the claim, waiting for it to hold still
@@ -181,31 +181,16 @@ class Service:
         pinned = ProfileConfig(**job.settings) if job.settings else None
         return self._engine(job.engine, pinned or self.config.profile(job.profile))
 
-    def _acquire_worker_lock(self) -> None:
-        """One running daemon per worker id: two with the same id would resume each other's jobs."""
-        layout = self.store.layout
-        layout.workers.mkdir(parents=True, exist_ok=True)
-        path = layout.worker_lock(self.worker_id)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise StartupError(
-                    f"worker_id {self.worker_id!r} is in use by another running daemon on this outbox; "
-                    "give each daemon its own worker_id"
-                ) from exc
-            raise
-        self._lock_fd = fd
-
     def start(self) -> None:
         if self.config.jobs.group_writable:
             os.umask(0o002)  # everything we create (folders, files, children's files) group-writable
         for folder in (self.config.inbox, self.config.outbox):
             folder.mkdir(parents=True, exist_ok=True)
         self.store.pin_identity()
-        self._acquire_worker_lock()
+        try:
+            self._lock_fd = lock_worker_id(self.store.layout, self.worker_id)
+        except WorkerIdInUse as exc:
+            raise StartupError(str(exc)) from exc
         shutil.rmtree(self.pipeline.settings.work_dir, ignore_errors=True)
         self._start_managed_server()
         for profile in {"default", *self.config.profiles}:
@@ -224,7 +209,7 @@ class Service:
         self._guarded("scan", self._scan_outbox, True)  # a full or read-only outbox: the loop's scans go on
         self.intake.start_watching()
         self.pipeline.start()
-        self.hooks.on_start(self)
+        self.hooks.on_start(Started(self.snapshot(), self.store, self))
         log.info(
             "ocr-watcher started: worker %s, inbox %s, outbox %s, engine %s, %d workers, settle %.1f s",
             self.worker_id,
@@ -288,7 +273,8 @@ class Service:
             self._last_rescan = now
         self._calls.run_pending()
         self.last_tick = time.monotonic()
-        self.hooks.on_tick(self)
+        self.hooks.on_tick(self.snapshot())
+        self._take_reports()
         if self._reload_requested:  # after the hooks, so that they see it begin (RELOADING=1)
             self._reload()
 
@@ -330,11 +316,6 @@ class Service:
     def stop_pending(self) -> bool:
         return self._stop_requested
 
-    @property
-    def reload_pending(self) -> bool:
-        """A SIGHUP arrived; the reload runs at the end of the current tick, after the hooks."""
-        return self._reload_requested
-
     def shutdown(self) -> None:
         """The graceful stop: claim nothing more, let the pages in flight finish for up to
         `shutdown_grace_seconds` (a page still running then is simply done again on the next start:
@@ -343,7 +324,8 @@ class Service:
         log.info("stopping: no new claims; finishing %d pages in flight (up to %g s)", self.pipeline.busy, grace)
         self._calls.serving = False
         self._calls.run_pending()  # requests that arrived before the stop: answered (with NotServing)
-        self.hooks.on_stop(self)
+        self.hooks.on_stop(self.snapshot())
+        self._take_reports()
         self.intake.stop_watching()
         self.pipeline.stop(grace)
         while True:
@@ -367,7 +349,7 @@ class Service:
             self.managed_server.stop()
         self._write_heartbeat(stopped=True)  # our jobs may be taken over now, not after a lease
         self._calls.run_pending()  # HTTP requests that raced the stop: answered, not left waiting
-        self.hooks.on_exit(self)
+        self.hooks.on_exit(self.snapshot())
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -552,9 +534,27 @@ class Service:
     def _failure_info(job: RunningJob, event: PageFailed) -> dict[str, Any]:
         return {"error": event.error, "stage": event.stage, "engine": job.engine}
 
-    def engines(self) -> dict[tuple, Engine]:
-        """The engine instances in use, by (engine, language, dpi)."""
-        return dict(self._engines)
+    # -- what observers are handed (observe.py) --------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """The state as plain values; cheap (counts in memory, no I/O): built on every tick."""
+        return snapshot_of(
+            self.config,
+            (active.meta.status for active in self.active.values()),
+            self.scheduler.depth(),
+            pages_in_flight=self.pipeline.busy,
+            inbox_waiting=self.intake.waiting,
+            outbox_bytes=self.outbox_bytes,
+            engines=self._engines,
+            reload_pending=self._reload_requested,
+        )
+
+    def _take_reports(self) -> None:
+        """What the hooks found out for each other (retention: deletions, the outbox's size)."""
+        for report in self.hooks.take_reports():
+            if isinstance(report, JobDeleted):
+                self.hooks.on_job_deleted(report.job_id, report.reason, report.size_bytes)
+            else:
+                self.outbox_bytes = report.size_bytes
 
     def _progress(self, active: _Active) -> None:
         job = active.job

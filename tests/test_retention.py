@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from ocr_watcher import retention as retention_module
-from ocr_watcher.config import Config, RetentionConfig
+from ocr_watcher.config import Config, RetentionConfig, load_config
 from ocr_watcher.hooks import HookList, Hooks
+from ocr_watcher.observe import JobDeleted, OutboxMeasured, Snapshot, Started, snapshot_of
 from ocr_watcher.retention import (
     Deletion,
     JobUsage,
@@ -28,6 +29,7 @@ from ocr_watcher.retention import (
     choose_deletions,
     folder_size,
 )
+from ocr_watcher.service import Service
 from ocr_watcher.spool.ids import new_job_id
 from ocr_watcher.spool.model import JobMeta, Source, Status, Worker, utc_now
 from ocr_watcher.spool.store import JobStore
@@ -386,8 +388,33 @@ def test_sizes_are_measured_once_per_finished_job(store, monkeypatch):
     assert done[0] not in retention._cache
 
 
-def test_the_hook_reports_deletions_and_outbox_bytes_on_the_main_thread(store):
+def _snapshot(config: Config) -> Snapshot:
+    return snapshot_of(config, [], (0, 0), pages_in_flight=0, inbox_waiting=0, outbox_bytes=None, engines={})
+
+
+def test_the_hook_reports_deletions_and_the_outbox_size_as_data(store):
+    """Given four completed jobs and a count limit of two, when the hook starts and ticks, it reports
+    the two oldest as deleted and then the size of what is left, as values (it is handed no daemon)."""
     ids = [make_job(store, f"doc{i}.pdf", Status.COMPLETED, 5 - i, now=utc_now()) for i in range(4)]
+    config = Config(inbox=store.root.parent / "inbox", outbox=store.root, retention={"max_job_count": 2})
+    hook, reports = RetentionHooks(), []
+    hook.on_start(Started(_snapshot(config), store, control=SimpleNamespace()))
+    deadline = time.monotonic() + 10
+    while not any(isinstance(r, OutboxMeasured) for r in reports) and time.monotonic() < deadline:
+        hook.on_tick(_snapshot(config))
+        reports += hook.take_reports()
+        time.sleep(0.01)
+    hook.on_stop(_snapshot(config))
+    reports += hook.take_reports()
+    deleted = [(r.job_id, r.reason) for r in reports if isinstance(r, JobDeleted)]
+    assert deleted == [(ids[0], "count"), (ids[1], "count")]
+    assert reports[-1] == OutboxMeasured(sum(folder_size(store.paths(j).dir) for j in ids[2:]))
+
+
+def test_the_service_hands_retention_reports_to_the_other_hooks_on_the_main_thread(store, tmp_path):
+    """Given a daemon (in-process) with retention and a recording hook, when retention deletes, the
+    recorder hears of each deletion on the main thread, and the snapshots carry the outbox's size."""
+    ids = [make_job(store, f"doc{i}.pdf", Status.COMPLETED, 5 - i, now=utc_now()) for i in range(3)]
 
     class Recorder(Hooks):
         def __init__(self) -> None:
@@ -398,17 +425,18 @@ def test_the_hook_reports_deletions_and_outbox_bytes_on_the_main_thread(store):
             self.deleted.append((job_id, reason, size_bytes))
 
     recorder = Recorder()
-    hook = RetentionHooks()
-    config = Config(inbox=store.root.parent / "inbox", outbox=store.root, retention={"max_job_count": 2})
-    service = SimpleNamespace(config=config, store=store, hooks=HookList([hook, recorder]), outbox_bytes=None)
-    hook.on_start(service)
-    deadline = time.monotonic() + 10
-    while service.outbox_bytes is None and time.monotonic() < deadline:
-        hook.on_tick(service)
-        time.sleep(0.01)
-    hook.on_stop(service)
-    assert [(job_id, reason) for job_id, reason, _ in recorder.deleted] == [(ids[0], "count"), (ids[1], "count")]
-    assert service.outbox_bytes == sum(folder_size(store.paths(j).dir) for j in ids[2:])
+    overrides = {"inbox": str(tmp_path / "inbox"), "outbox": str(store.root), "engine": "text", "worker_id": "r1"}
+    overrides |= {"http": {"enabled": False}, "retention": {"max_job_count": 2}, "pipeline": {"workers": 1}}
+    service = Service(load_config(environ={}, overrides=overrides), hooks=HookList([RetentionHooks(), recorder]))
+    service.start()
+    try:
+        deadline = time.monotonic() + 20
+        while service.snapshot().outbox_bytes is None and time.monotonic() < deadline:
+            service._tick()
+    finally:
+        service.shutdown()
+    assert [(job_id, reason) for job_id, reason, _ in recorder.deleted] == [(ids[0], "count")]
+    assert service.snapshot().outbox_bytes == sum(folder_size(store.paths(j).dir) for j in ids[1:])
 
 
 # -- the purge command -----------------------------------------------------------------------------

@@ -13,8 +13,10 @@ import pytest
 from ocr_watcher.spool import atomic
 from ocr_watcher.spool import store as store_module
 from ocr_watcher.spool.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, is_temp_name
+from ocr_watcher.spool.layout import OutboxLayout
 from ocr_watcher.spool.model import JobMeta, Source, Worker
 from ocr_watcher.spool.store import AmbiguousJob, CorruptMetadata, JobNotFound, JobStore
+from ocr_watcher.spool.workers import WorkerIdInUse, lock_worker_id
 
 A1 = "report.pdf_20260107_120000_aaaaaaaa"
 A2 = "report.pdf_20260107_120000_aaaabbbb"
@@ -398,3 +400,15 @@ def test_a_lease_its_holder_touches_while_the_record_cannot_be_written_is_not_st
     os.utime(lease, (lease.stat().st_mtime - 120, lease.stat().st_mtime - 120))  # then it died
     assert store.take_next_lease(job_id, 1, abandoned_after=60) == [2, 3]
     store.touch_lease(job_id, 1)  # epoch 1 has no lease file: nothing happens
+
+
+def test_a_worker_id_is_locked_to_one_running_daemon(tmp_path: Path) -> None:
+    """Given a daemon holding worker id "w", a second one asking for "w" is refused with a message
+    that says what to do; "v" is free, and "w" is free again once the first lets go."""
+    layout = OutboxLayout(tmp_path / "outbox")
+    first = lock_worker_id(layout, "w")
+    with pytest.raises(WorkerIdInUse, match="give each daemon its own worker_id"):
+        lock_worker_id(layout, "w")
+    os.close(lock_worker_id(layout, "v"))
+    os.close(first)
+    os.close(lock_worker_id(layout, "w"))

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
@@ -27,7 +27,8 @@ from pydantic import StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from ..config import Config
-from ..intake.sniff import Sniff, Verdict, sniff_file
+from ..intake.sniff import Verdict, sniff_file
+from ..observe import JobControl
 from ..spool.ids import is_job_id
 from ..spool.layout import CANCEL, INTERNAL_DIR, RETRY, InboxLayout
 from ..spool.model import RETRYABLE, Status
@@ -51,20 +52,6 @@ log = logging.getLogger("ocr_watcher.api")
 MAX_PAGE_SIZE = 500
 _FIGURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 _NO_STORE = {"Cache-Control": "no-store"}
-
-
-class JobControl(Protocol):
-    """What the API asks of the running daemon (the Service): the rest it reads from the folders."""
-
-    worker_id: str
-
-    def call(self, fn: Callable[[], Any], timeout: float = 60.0) -> Any: ...
-
-    def claim_upload(self, inbox_path: str, filename: str, profile: str, sniff: Sniff, sha256: str) -> str: ...
-
-    def cancel_now(self, job_id: str) -> None: ...
-
-    def retry_now(self, job_id: str) -> None: ...
 
 
 @dataclass

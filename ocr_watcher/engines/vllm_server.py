@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..notify import NOTIFY_ENV, Notifier
+from ..sd_notify import NOTIFY_ENV, Notifier
 from .vllm_server_status import (
     LOGITS_PROCESSOR,
     Phase,

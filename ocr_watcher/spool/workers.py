@@ -1,4 +1,5 @@
-"""Worker heartbeats: one small file per daemon in the outbox, rewritten every few seconds.
+"""Worker heartbeats: one small file per daemon in the outbox, rewritten every few seconds; and the
+worker lock that keeps a worker id to one running daemon.
 
 Liveness is per daemon, not per job: rewriting every queued job's metadata.json each few seconds
 would cost thousands of writes a second with a deep queue. A job's owner is alive while its
@@ -8,6 +9,8 @@ once instead of after a whole lease.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 from collections.abc import Callable
@@ -17,6 +20,28 @@ from datetime import datetime
 from .atomic import atomic_write_json
 from .layout import OutboxLayout
 from .model import JobMeta, iso, utc_now
+
+
+class WorkerIdInUse(Exception):
+    """Another running daemon on this outbox holds the worker lock of this id."""
+
+
+def lock_worker_id(layout: OutboxLayout, worker_id: str) -> int:
+    """One running daemon per worker id (two with the same id would resume each other's jobs): the
+    descriptor of the locked file, held for as long as the daemon runs."""
+    layout.workers.mkdir(parents=True, exist_ok=True)
+    fd = os.open(layout.worker_lock(worker_id), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise WorkerIdInUse(
+                f"worker_id {worker_id!r} is in use by another running daemon on this outbox; "
+                "give each daemon its own worker_id"
+            ) from exc
+        raise
+    return fd
 
 
 @dataclass(frozen=True)
