@@ -335,7 +335,9 @@ def test_a_job_created_over_http_is_cancelled_by_a_cancel_file(tmp_path: Path) -
     reports it cancelled with the reason, and pages already done stay readable over HTTP."""
     with Daemon(tmp_path, pipeline={"workers": 1}) as daemon:
         base = daemon.http_url
-        job_id = create(base, long_pdf(tmp_path / "long.pdf"))
+        # 120 pages: about 20 s of OCR, so that the job cannot end before its CANCEL is seen (the daemon
+        # looks once a second; with 12 pages, about 2 s, it sometimes finished first).
+        job_id = create(base, long_pdf(tmp_path / "long.pdf", pages=120))
         deadline = time.monotonic() + 60
         while requests.get(f"{base}/jobs/{job_id}").json()["progress"]["pages_done"] < 1:
             assert time.monotonic() < deadline, "no page finished"
@@ -343,7 +345,7 @@ def test_a_job_created_over_http_is_cancelled_by_a_cancel_file(tmp_path: Path) -
         (daemon.outbox / job_id / "CANCEL").touch()
         job = poll(f"{base}/jobs/{job_id}", {"cancelled", "completed"}, timeout=30, interval=0.2)
         assert job["status"] == "cancelled" and job["error"]["type"] == "cancelled"
-        assert job["progress"]["pages_done"] < 12
+        assert job["progress"]["pages_done"] < 120
         assert requests.get(f"{base}/jobs/{job_id}/pages/1").status_code == 200
         download = requests.get(f"{base}/jobs/{job_id}/download")
         assert download.status_code == 409 and "cancelled" in download.json()["detail"]

@@ -272,6 +272,29 @@ def test_recover_empty_claim_dir_is_removed(inbox, store):
     assert leftover_claims(inbox) == []
 
 
+def test_recover_removes_a_claim_folder_whose_removal_was_cut_short_at_once(inbox, store):
+    # Given a kill -9 during the finished claim's rmtree: claim.json already gone, no input left, a
+    # file that was not removed yet (seen in tests/test_hosts.py: the folder stayed for an hour)
+    claim_dir = claims_dir(inbox) / JOB
+    claim_dir.mkdir(parents=True)
+    (claim_dir / ".claim.json.tmp-00112233").write_text('{"job_')
+    # When recovered, it is gone at once: it holds nothing that could be lost
+    assert Claimer(inbox, store, ME).recover(lambda w: False) == []
+    assert leftover_claims(inbox) == []
+
+
+def test_recover_keeps_a_claim_folder_with_an_input_but_no_record(inbox, store):
+    # Given a visible claim folder that holds an input without its record (a damaged disk)
+    claim_dir = claims_dir(inbox) / JOB
+    claim_dir.mkdir(parents=True)
+    (claim_dir / "input.pdf").write_bytes(b"%PDF-1.4 orphan\n%%EOF\n")
+    # Then recovery leaves it for a person to move back, however old
+    old = time.time() - 7200
+    os.utime(claim_dir, (old, old))
+    assert Claimer(inbox, store, ME).recover(lambda w: False) == []
+    assert (claim_dir / "input.pdf").exists()
+
+
 def test_recover_claimed_input_finishes_the_job(inbox, store):
     # Given a crash right after the rename: the input is in the claim folder
     data = b"%PDF-1.4 claimed\n%%EOF\n"

@@ -141,9 +141,11 @@ class Claimer:
                 continue
             record = ClaimRecord.read(claim_dir / CLAIM_RECORD)
             if record is None:
-                # Cannot happen with the build-then-rename above, short of a damaged disk: leave the
-                # input where it is (a person can move it back) and only tidy an empty, old folder.
-                if not _input_in(claim_dir) and _age_seconds(claim_dir) > ABANDONED_BUILD_SECONDS:
+                # A folder is renamed into place with its record inside, so one without it is a removal
+                # cut short (kill -9 during the finished claim's rmtree): with no input left in it there
+                # is nothing to lose, and it goes now. One that still holds an input (a damaged disk) is
+                # left where it is: a person can move the file back.
+                if not _input_in(claim_dir):
                     shutil.rmtree(claim_dir, ignore_errors=True)
                 continue
             if record.worker_id != self.worker_id and not is_abandoned(record.worker_id):
