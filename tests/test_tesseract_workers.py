@@ -21,6 +21,7 @@ from ocr_watcher.child import ChildCrashed
 from ocr_watcher.engines.base import PageError, PageInput, PageOutput
 from ocr_watcher.engines.tesseract import TesseractEngine, choose_runner, parse_tessdata, resolve_tesseract
 from ocr_watcher.engines.tesseract_pool import WorkerPool, WorkerSettings
+from ocr_watcher.engines.tesseract_worker import Bitmap, pnm_bitmap
 from ocr_watcher.pipeline.renderer import RenderWorker
 
 from . import pdfgen
@@ -206,6 +207,18 @@ def test_an_explicit_command_runs_that_binary_per_page(pages, monkeypatch):
     assert engine.pool is None and engine.binary.source == "explicit"
     out = engine.recognize(pages[0])
     assert out.extra["runner"] == "cli" and pdfgen.cer(lines_of(30, 6), out.markdown) < MAX_CER
+
+
+def test_a_rendered_pgm_goes_to_tesseract_as_raw_pixels_and_anything_else_as_a_file(pages):
+    assert pnm_bitmap(b"P5\n3 2\n255\n" + bytes(6)) == Bitmap(3, 2, 1, 11)
+    assert pnm_bitmap(b"P6 1 1 255 " + bytes(3)) == Bitmap(1, 1, 3, 11)
+    assert pnm_bitmap(b"P5\n3 2\n255\n" + bytes(5)) is None  # short: leptonica says what is wrong
+    assert pnm_bitmap(b"P5\n# comment\n3 2\n255\n" + bytes(6)) is None
+    assert pnm_bitmap(b"P5\n3 2\n65535\n" + bytes(12)) is None
+    assert pnm_bitmap(b"\x89PNG\r\n\x1a\n") is None
+    rendered = pages[2].image_path
+    header = b"P5\n2550 3300\n255\n"  # a letter page at 300 dpi, as the render worker writes it
+    assert rendered is not None and pnm_bitmap(rendered.read_bytes()) == Bitmap(2550, 3300, 1, len(header))
 
 
 def test_the_tessdata_folder_is_read_from_the_language_listing():

@@ -12,11 +12,32 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 from ocr_watcher.child import claim_stdout, encode_frame, serve_frames
+
+# A binary 8-bit PGM (P5) or PPM (P6) header as Pillow writes it; one whitespace byte ends it.
+_PNM_HEADER = re.compile(rb"P([56])\s+(\d+)\s+(\d+)\s+255\s")
+
+
+class Bitmap(NamedTuple):
+    width: int
+    height: int
+    bytes_per_pixel: int
+    offset: int  # where the pixels start
+
+
+def pnm_bitmap(data: bytes) -> Bitmap | None:
+    """The raw pixels' layout in a PGM/PPM file's bytes; None for any other file (or a short one)."""
+    header = _PNM_HEADER.match(data[:64])
+    if header is None:
+        return None
+    bitmap = Bitmap(int(header[2]), int(header[3]), 1 if header[1] == b"5" else 3, header.end())
+    size = bitmap.width * bitmap.height * bitmap.bytes_per_pixel
+    return bitmap if size and len(data) - bitmap.offset == size else None
 
 
 def missing_languages(language: str, installed: list[str]) -> list[str]:
@@ -59,13 +80,26 @@ def handle(api: Any, request: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "error": {"message": f"unknown operation {request.get('op')!r}"}}
     path = request["path"]
     try:
-        api.SetImageFile(path)
+        set_image(api, path)
         tsv = api.GetTSVText(0)
     except Exception as exc:  # leptonica and then Pillow (tesserocr tries both) could not read it
         return {"ok": False, "error": {"message": f"tesseract could not read the image {path} ({exc})"}}
     finally:
         api.Clear()  # the page's results; the model stays loaded
     return {"ok": True, "result": {"tsv": tsv}}
+
+
+def set_image(api: Any, path: str) -> None:
+    """The render worker's PGM as raw pixels: leptonica's PNM reader takes a byte at a time (~80 ms
+    for a letter page at 300 dpi), a read and a copy take ~15 ms. Any other file: leptonica reads it."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    bitmap = pnm_bitmap(data)
+    if bitmap is None:
+        api.SetImageFile(path)
+        return
+    width, height, depth, offset = bitmap
+    api.SetImageBytes(data[offset:], width, height, depth, width * depth)
 
 
 def main(argv: list[str] | None = None) -> int:
