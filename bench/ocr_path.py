@@ -12,7 +12,7 @@ rounds, and ratios are against bare tesseract within the same run.
 - bare tesseract, the daemon's arguments: the same pages as PGM, `-l eng --psm 3 --dpi 300 tsv`.
 - daemon, tool per page: a fresh daemon (workers 2, settle 0.2 s) with `tesseract.command` naming
   the binary, so every page is one tesseract process (the engine before OCR worker processes).
-- daemon, OCR workers: the same daemon with the default configuration (libtesseract kept loaded).
+- daemon, OCR workers: the same daemon with `tesseract.in_process: true` (libtesseract kept loaded).
   A daemon's time = metadata.json `finished_at` - drop time - settle (rendering included).
 - OCRmyPDF (where `pip install ocrmypdf` put it in this venv; skipped otherwise):
   `ocrmypdf --force-ocr --output-type none --sidecar out.txt -j 2 scan.pdf -`, the same tesseract.
@@ -134,7 +134,7 @@ def daemon_config(command: str | None) -> dict[str, Any]:
         "engine": "tesseract",
         "intake": {"settle_seconds": SETTLE, "poll_interval_seconds": 0.2},
         "pipeline": {"workers": WORKERS},
-        "tesseract": {"command": command},
+        "tesseract": {"command": command, "in_process": command is None},
     }
 
 

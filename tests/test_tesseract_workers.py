@@ -242,12 +242,12 @@ def _ocr_workers(daemon_pid: int) -> list[int]:
 
 
 def test_the_daemon_reads_pages_in_workers_and_a_killed_one_costs_a_retry(tmp_path):
-    """Given a daemon on engine tesseract and a 4-page letter scan, when an OCR worker is killed
-    with SIGKILL while it reads a page, then that page is retried, the job completes with every page
-    read by a worker, and the daemon lives on."""
+    """Given a daemon on engine tesseract with tesseract.in_process and a 4-page letter scan, when an
+    OCR worker is killed with SIGKILL while it reads a page, then that page is retried, the job
+    completes with every page read by a worker, and the daemon lives on."""
     pages = [pdfgen.sample_lines(40, seed=40 + s, max_chars=70) for s in range(4)]
     scan = pdfgen.scanned_pdf(tmp_path / "letters.pdf", pages, dpi=300, size_in=(8.5, 11))
-    daemon = Daemon(tmp_path).start()
+    daemon = Daemon(tmp_path, tesseract={"in_process": True}).start()
     try:
         daemon.wait_until(lambda: len(_ocr_workers(daemon.pid)) == 2, T, "two OCR workers")
         drop(daemon.inbox, scan)

@@ -76,7 +76,7 @@ def build_engine(name: str, config: Config, profile: ProfileConfig | None = None
             max_side_px=tess.max_side_px,
             timeout=config.pipeline.page_timeout_seconds,
             psm=tess.psm,
-            in_process=True,  # OCR worker processes with the model loaded, where they can run
+            in_process=tess.in_process,
             workers=config.worker_count,
         )
     if name == "vllm":

