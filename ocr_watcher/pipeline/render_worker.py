@@ -1,7 +1,7 @@
 """The render worker: a child process that opens PDFs and images and renders their pages.
 
 Run as `python -m ocr_watcher.pipeline.render_worker --memory-mb N`; spoken to only by
-`renderer.RenderWorker`, with length-prefixed JSON frames on stdin/stdout. It is the only place
+`renderer.RenderWorker`, with length-prefixed JSON frames on stdin/stdout (`ocr_watcher.child`). It is the only place
 PDFium runs. It limits its own address space (a hostile PDF gets a MemoryError here, not an OOM kill
 of the daemon), guards Pillow against decompression bombs, and keeps the last PDF open so the pages
 of one document are rendered without reopening it.
@@ -18,13 +18,13 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ocr_watcher.pipeline.renderer import EXIT_OUT_OF_MEMORY, encode_frame, read_frame
+from ocr_watcher.child import EXIT_OUT_OF_MEMORY, claim_stdout, serve_frames
 from ocr_watcher.pipeline.renderer import InputError as InputProblem  # sent to the parent as one
 
 MAX_IMAGE_PIXELS = 250_000_000  # ~15800 px square; beyond that an image is treated as a bomb
@@ -325,15 +325,6 @@ def _save(image: Image.Image, out_path: Path) -> None:
 # --- the process ------------------------------------------------------------------------------
 
 
-def _claim_stdout() -> IO[bytes]:
-    """Keep the real stdout for frames only; anything else written to fd 1 (a print, a C library)
-    goes to stderr instead of corrupting the protocol."""
-    protocol = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return protocol
-
-
 def _limit_memory(memory_mb: int) -> None:
     limit = memory_mb << 20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -365,19 +356,14 @@ def handle(docs: Documents, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def serve(memory_mb: int) -> int:
-    protocol_out = _claim_stdout()
-    protocol_in = sys.stdin.buffer
+    protocol_out = claim_stdout()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
     _limit_memory(memory_mb)  # after imports: the limit is for documents, not for the interpreter
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     warnings.simplefilter("error", Image.DecompressionBombWarning)  # the limit is the limit, not 2x
     docs = Documents()
-    protocol_out.write(encode_frame({"ready": True, "pid": os.getpid()}))
-    protocol_out.flush()
     try:
-        while (request := read_frame(protocol_in)) is not None:
-            protocol_out.write(encode_frame(handle(docs, request)))
-            protocol_out.flush()
+        serve_frames(protocol_out, {"ready": True, "pid": os.getpid()}, lambda request: handle(docs, request))
     except MemoryError:
         os._exit(EXIT_OUT_OF_MEMORY)  # no cleanup: there may be no memory left to run it
     return 0
