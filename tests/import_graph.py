@@ -24,12 +24,14 @@ Graph = dict[str, dict[str, int]]  # module -> {imported module: line of the fir
 MAY_IMPORT: dict[str, tuple[str, ...]] = {
     # The systemd socket client stands alone: the notify hook and the vLLM supervisor share it.
     f"{PACKAGE}.sd_notify": (),
+    # The framed child process stands alone: render workers and OCR workers are built on it.
+    f"{PACKAGE}.child": (),
     # The folder protocol knows nothing of OCR, observers or the daemon.
     f"{PACKAGE}.spool": (),
     # Engines know their settings and nothing of the daemon that drives them.
-    f"{PACKAGE}.engines": (f"{PACKAGE}.config", f"{PACKAGE}.sd_notify"),
+    f"{PACKAGE}.engines": (f"{PACKAGE}.config", f"{PACKAGE}.sd_notify", f"{PACKAGE}.child"),
     f"{PACKAGE}.intake": (f"{PACKAGE}.config", f"{PACKAGE}.spool", f"{PACKAGE}.engines.registry"),
-    f"{PACKAGE}.pipeline": (f"{PACKAGE}.spool", f"{PACKAGE}.engines.base"),
+    f"{PACKAGE}.pipeline": (f"{PACKAGE}.spool", f"{PACKAGE}.engines.base", f"{PACKAGE}.child"),
     # What observers are handed, and the hook interface: plain values, no observer, no service.
     f"{PACKAGE}.observe": (
         f"{PACKAGE}.config",
