@@ -83,7 +83,11 @@ class Daemon:
     def start(self, timeout: float = 30) -> Daemon:
         self.launch()
         # Only this start's lines count: a restart with the same name appends to the same log.
-        self.wait_until(self._started, timeout, "the daemon to start")
+        try:
+            self.wait_until(self._started, timeout, "the daemon to start")
+        except BaseException:
+            self.stop()  # one that did not start in time is not left running (with its children)
+            raise
         self.started_at = time.time()
         return self
 

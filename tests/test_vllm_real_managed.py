@@ -86,8 +86,9 @@ def test_the_daemon_runs_its_own_real_vllm_and_a_kill_9_of_it_mid_job_loses_no_p
     # One page in flight at a time, so that page 1 is done and page 2 at the server when it is killed.
     vllm |= {"max_side_px": 640, "max_in_flight": 1}
     pdf = text_pdf(tmp_path / "managed.pdf", [["Invoice 2024-117", "Total: 1,250.00 EUR"]] * 2, page_size=(320, 320))
-    daemon = Daemon(tmp_path, engine="vllm", vllm=vllm, pipeline={"workers": 1}).start()
+    daemon = Daemon(tmp_path, engine="vllm", vllm=vllm, pipeline={"workers": 1})
     try:
+        daemon.start()  # inside the try: a start that fails must still stop the daemon and its vLLM
         daemon.wait_until(lambda: _server_leader(daemon) is not None, 60, "the daemon to start vLLM")
         first = _server_leader(daemon)
         assert first is not None
