@@ -8,13 +8,12 @@ the daemon must never stop it. Hooks are handed plain values (observe.py), never
 from __future__ import annotations
 
 import logging
-from typing import Any, TypeVar
+from typing import Any
 
 from .observe import Report, Snapshot, Started
 from .spool.model import JobMeta, Status
 
 log = logging.getLogger("ocr_watcher.hooks")
-H = TypeVar("H", bound="Hooks")
 
 
 class Hooks:
@@ -56,10 +55,6 @@ class HookList(Hooks):
 
     def __init__(self, hooks: list[Hooks] | None = None) -> None:
         self.hooks: list[Hooks] = list(hooks or [])
-
-    def find(self, kind: type[H]) -> H | None:
-        """The registered hook of this type, for the rare caller that needs one concern directly."""
-        return next((hook for hook in self.hooks if isinstance(hook, kind)), None)
 
     def add(self, hook: Hooks) -> None:
         self.hooks.append(hook)

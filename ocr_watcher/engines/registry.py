@@ -26,8 +26,9 @@ def resolve_engine_name(name: str, config: Config) -> str:
     return "vllm" if config.vllm.servers or gpu_engine_available() else "tesseract"
 
 
-def build_managed_server(config: Config, notifier: Any = None) -> Any:
-    """The supervised `vllm serve` child for engine vllm without configured servers (not started)."""
+def build_managed_server(config: Config) -> Any:
+    """The supervised `vllm serve` child for engine vllm without configured servers (not started). No
+    systemd notifier: the daemon does not wait for it to load, so there is no start-up to extend."""
     from .vllm_server import ManagedServer, ServerSettings, command_words
 
     managed = config.vllm.managed
@@ -40,7 +41,7 @@ def build_managed_server(config: Config, notifier: Any = None) -> Any:
         extra_args=tuple(managed.extra_args),
         startup_timeout_seconds=managed.startup_timeout_seconds,
     )
-    return ManagedServer(settings, notifier=notifier)
+    return ManagedServer(settings)
 
 
 def job_settings(name: str, config: Config, profile: ProfileConfig) -> ProfileConfig:
