@@ -45,6 +45,8 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
 ONLY_IMPORTED_BY: dict[str, tuple[str, ...]] = {
     f"{PACKAGE}.service": (f"{PACKAGE}.cli",),
     f"{PACKAGE}.wiring": (f"{PACKAGE}.cli",),
+    # The daemon's parts (the job owner, its decisions, the outbox scan, the engines) serve it alone.
+    f"{PACKAGE}.daemon": (f"{PACKAGE}.service", f"{PACKAGE}.daemon"),
     f"{PACKAGE}.cli": (),
     # The observers are chosen by wiring; the service knows only the Hooks interface.
     f"{PACKAGE}.metrics": (f"{PACKAGE}.wiring", f"{PACKAGE}.http"),

@@ -305,7 +305,7 @@ def test_server_binds_loopback_and_healthz_follows_the_main_loop(tmp_path: Path)
     service = Service(config, hooks=HookList([hooks, http]))
     service.start()
     try:
-        service._tick()
+        service.tick()
         assert http.server is not None
         host, port = http.server.address
         assert host == "127.0.0.1"
@@ -316,7 +316,7 @@ def test_server_binds_loopback_and_healthz_follows_the_main_loop(tmp_path: Path)
         now[0] += 60  # the loop has not ticked for a minute (the clock moved; no tick ran)
         status, _, body = http_get(base + "/healthz")
         assert (status, body.split(":")[0]) == (503, "main loop stalled")
-        service._tick()
+        service.tick()
         assert http_get(base + "/healthz")[0] == 200
         assert http_get(base + "/nope")[0] == 404
         status, content_type, body = http_get(base + "/metrics")
@@ -330,7 +330,7 @@ def test_server_binds_loopback_and_healthz_follows_the_main_loop(tmp_path: Path)
             environ={"MAX_JOB_COUNT": "5"}, overrides={**_overrides(tmp_path, {"port": 0}), "profiles": {"urgent": {}}}
         )
         now[0] += 1
-        service._tick()
+        service.tick()
         parsed = samples(http_get(base + "/metrics")[2])
         assert value(parsed, "ocr_watcher_jobs_finished_total", outcome="failed", profile="urgent") == 0
         assert value(parsed, "ocr_watcher_jobs_limit") == 5

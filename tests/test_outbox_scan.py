@@ -91,39 +91,39 @@ def test_an_unchanged_outbox_is_not_listed_again_yet_retries_takeovers_and_chang
     monkeypatch.setattr(store, "load_unless_completed", lambda job_id: reads.append(job_id) or load(job_id))
     monkeypatch.setattr(store, "iter_job_ids", lambda: listings.append(1) or listing())
 
-    service._scan_outbox(startup=True)
+    service.scanner.scan(startup=True)
     assert sorted(reads) == sorted([*done, failed, foreign]) and len(listings) == 1
-    assert sorted(store.completed.ids()) == sorted(done) and not service.active
+    assert sorted(store.completed.ids()) == sorted(done) and not service.jobs.active
 
     reads.clear()
     listings.clear()
     for _ in range(3):
-        service._scan_outbox()
+        service.scanner.scan()
     assert reads == [foreign] * 3 and listings == []  # only the job that can change, and no listing
 
     store.request(failed, RETRY)
-    service._scan_outbox()
-    assert failed in service.active and service.active[failed].meta.status is Status.QUEUED
+    service.scanner.scan()
+    assert failed in service.jobs.active and service.jobs.active[failed].meta.status is Status.QUEUED
 
     beat(store, "other", iso(utc_now() - timedelta(hours=1)))  # the other daemon has stopped
-    service._scan_outbox()
-    assert foreign in service.active and service.active[foreign].meta.worker.id == "me"
+    service.scanner.scan()
+    assert foreign in service.jobs.active and service.jobs.active[foreign].meta.worker.id == "me"
     assert listings == []
 
     beat(store, "third", iso(utc_now()))
     newcomer = make_job(store, "new.pdf", Status.QUEUED, worker="third")  # a live daemon's new claim
     reads.clear()
-    service._scan_outbox()
+    service.scanner.scan()
     assert reads == [newcomer] and len(listings) == 1  # the folder list changed: listed again
     settle(store.root, 1)
-    service._scan_outbox()  # a listing of the settled outbox, trusted from now on
+    service.scanner.scan()  # a listing of the settled outbox, trusted from now on
     reads.clear()
     listings.clear()
-    service._scan_outbox()
+    service.scanner.scan()
     assert reads == [newcomer] and listings == []
 
     shutil.rmtree(store.paths(done[0]).dir)
-    service._scan_outbox()
+    service.scanner.scan()
     assert done[0] not in store.completed and len(store.completed) == 29
 
 
@@ -223,14 +223,14 @@ def test_a_job_another_daemon_retried_is_taken_over_when_that_daemon_dies(tmp_pa
         (tmp_path / folder).mkdir()
     first, second = daemon("first"), daemon("second")
     job = make_job(first.store, "failed.pdf", Status.FAILED, worker="first")
-    first._scan_outbox(startup=True)
-    second._scan_outbox(startup=True)
+    first.scanner.scan(startup=True)
+    second.scanner.scan(startup=True)
     first.store.request(job, RETRY)
-    second._scan_outbox()  # the second daemon retries it (and removes RETRY) first
-    assert job in second.active and not first.store.has_control(job, RETRY)
+    second.scanner.scan()  # the second daemon retries it (and removes RETRY) first
+    assert job in second.jobs.active and not first.store.has_control(job, RETRY)
     beat(first.store, "second", iso(utc_now()))  # then it dies: its last heartbeat is now
-    first._scan_outbox()
-    assert job not in first.active, "within the second's lease the job stays the second's"
+    first.scanner.scan()
+    assert job not in first.jobs.active, "within the second's lease the job stays the second's"
     first.heartbeats.clock = lambda: utc_now() + timedelta(seconds=61)
-    first._scan_outbox()
-    assert job in first.active
+    first.scanner.scan()
+    assert job in first.jobs.active

@@ -432,7 +432,7 @@ def test_the_service_hands_retention_reports_to_the_other_hooks_on_the_main_thre
     try:
         deadline = time.monotonic() + 20
         while service.snapshot().outbox_bytes is None and time.monotonic() < deadline:
-            service._tick()
+            service.tick()
     finally:
         service.shutdown()
     assert [(job_id, reason) for job_id, reason, _ in recorder.deleted] == [(ids[0], "count")]

@@ -521,3 +521,42 @@ def test_render_threads_keep_serving_healthy_jobs_while_suspect_pages_hang():
             t.join(30)
     assert hanging[1] == 1
     assert sorted(rendered) == sorted([("bad", p) for p in range(1, 7)] + [("good", p) for p in range(1, 6)])
+
+
+def test_a_job_resumed_after_its_opening_runs_only_the_pages_not_done_and_a_stop_keeps_a_retry_first() -> None:
+    """Given a job reopened with pages 2 and 5 done before (and a stale page 9 past its end), when the
+    main thread reports the opening, then only pages 1, 3, 4 are handed out, in order; a page that
+    comes back and is held first at a stop is the first pending one, and its failed try, forgiven,
+    does not count."""
+    sched = PageScheduler(FAST)
+    resumed = job("resumed", None)
+    resumed.done = {2, 5, 9}
+    sched.add(resumed)
+    opening = take(sched)
+    assert isinstance(opening, OpenTask) and resumed.opening
+    sched.opened(resumed, 5)
+    assert not resumed.opening and resumed.done == {2, 5} and list(resumed.pending) == [1, 3, 4]
+    sched.add(resumed)
+    first = take(sched)
+    assert isinstance(first, PageTask) and (first.page, first.attempt) == (1, 1) and resumed.in_flight == {1}
+    assert not sched.finished(resumed)
+    sched.page_ended(resumed, 1)
+    sched.forgive_try(resumed, 1)
+    sched.hold_first(resumed, 1)
+    assert resumed.in_flight == set() and list(resumed.pending) == [1, 3, 4] and resumed.attempts[1] == 0
+    assert [task.page for task in (take(sched), take(sched), take(sched)) if isinstance(task, PageTask)] == [1, 3, 4]
+    for page in (1, 3, 4):
+        sched.page_ended(resumed, page)
+        resumed.done.add(page)
+    assert sched.finished(resumed)
+
+
+def test_an_opening_that_did_not_finish_leaves_the_page_count_unknown() -> None:
+    sched = PageScheduler(FAST)
+    failed_open = job("failed-open", None)
+    sched.add(failed_open)
+    assert isinstance(take(sched), OpenTask)
+    sched.opened(failed_open, None)
+    assert failed_open.pages_total is None and not failed_open.opening and not sched.finished(failed_open)
+    sched.add(failed_open)
+    assert isinstance(take(sched), OpenTask)  # opened again

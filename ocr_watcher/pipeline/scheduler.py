@@ -130,6 +130,36 @@ class PageScheduler:
             self._push(job)
             self._cond.notify()
 
+    # The main thread's changes to a job's pages: under the lock, as the render threads' are, so that
+    # a page being handed out is never seen half-way (out of `pending`, not yet in `in_flight`).
+    def opened(self, job: RunningJob, pages: int | None) -> None:
+        """The job's opening ended; `pages`: its page count, None when it did not open."""
+        with self._cond:
+            job.opening = False
+            if pages is not None:
+                job.pages_total = pages
+                job.pending.extend(p for p in range(1, pages + 1) if p not in job.done)
+                job.done &= set(range(1, pages + 1))
+
+    def page_ended(self, job: RunningJob, page: int) -> None:
+        """A page handed out came back (done or failed)."""
+        with self._cond:
+            job.in_flight.discard(page)
+
+    def hold_first(self, job: RunningJob, page: int) -> None:
+        """A page to try again when the job runs next (at a stop: not handed out now)."""
+        with self._cond:
+            job.pending.appendleft(page)
+
+    def forgive_try(self, job: RunningJob, page: int) -> None:
+        """The last try of `page` does not count (the outbox failed it, not the page)."""
+        with self._cond:
+            job.attempts[page] = job.attempts.get(page, 1) - 1
+
+    def finished(self, job: RunningJob) -> bool:
+        with self._cond:
+            return job.finished
+
     def next_task(self, timeout: float) -> Task | None:
         with self._cond:
             while True:

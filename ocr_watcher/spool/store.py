@@ -13,13 +13,13 @@ import os
 import re
 import secrets
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from . import leases
 from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, is_temp_name, temp_name_for
 from .completed import CompletedJobs
 from .ids import is_job_id
@@ -227,46 +227,15 @@ class JobStore:
 
     # -- ownership -----------------------------------------------------------------------------
     def take_lease(self, job_id: str, epoch: int) -> bool:
-        """Become the owner at `epoch`: True for exactly one caller per epoch."""
-        try:
-            fd = os.open(self.paths(job_id).lease(epoch), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        os.close(fd)
-        return True
+        return leases.take_lease(self.paths(job_id).lease, epoch)
 
     def take_next_lease(self, job_id: str, epoch: int, *, abandoned_after: float, max_steps: int = 16) -> list[int]:
-        """Own the job at the first free epoch after `epoch`, stepping over leases a crash abandoned.
-
-        A takeover writes metadata.json right after taking its lease; a lease older than
-        `abandoned_after` seconds whose taker never did so belongs to a process that died in between,
-        and would otherwise block the job for good. Returns the epochs touched, ours last; empty
-        when another process holds a live lease (or the folder is gone).
-        """
-        touched: list[int] = []
-        for candidate in range(epoch + 1, epoch + 1 + max_steps):
-            try:
-                taken = self.take_lease(job_id, candidate)
-            except FileNotFoundError:
-                return []
-            touched.append(candidate)
-            if taken:
-                return touched
-            try:
-                age = time.time() - self.paths(job_id).lease(candidate).stat().st_mtime
-            except FileNotFoundError:
-                return []
-            if age <= abandoned_after:
-                return []
-        return []
+        """See spool/leases.py: the epochs touched, ours last; empty when another holds the job."""
+        lease = self.paths(job_id).lease
+        return leases.take_next_lease(lease, epoch, abandoned_after=abandoned_after, max_steps=max_steps)
 
     def touch_lease(self, job_id: str, epoch: int) -> None:
-        """Say that the lease at `epoch` is held, while its metadata.json cannot be written yet: a
-        lease left untouched for a whole heartbeat lease is stepped over (take_next_lease)."""
-        try:
-            os.utime(self.paths(job_id).lease(epoch))
-        except OSError:
-            pass  # no lease file (epoch 1), or a read-only outbox: then it ages, and may be stepped over
+        leases.touch_lease(self.paths(job_id).lease, epoch)
 
     def is_fenced(self, job_id: str, epoch: int) -> bool:
         """True when another daemon has taken the job over from the owner at `epoch`."""

@@ -1,0 +1,26 @@
+"""A job this daemon works on: its record (metadata.json as last written or about to be) and its
+place in the page pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..pipeline.scheduler import RunningJob
+from ..spool.model import JobMeta, Status
+
+
+@dataclass
+class ActiveJob:
+    job: RunningJob  # the pipeline's view: pages pending, in flight, done, failed
+    meta: JobMeta  # the record; changed only on the main thread, written by JobRecords.save
+    open_failures: int = 0
+    dirty: bool = False  # `meta` has changes not yet on disk
+    # The status before a change not yet on disk: observers hear of the change once it is.
+    previous: Status | None = None
+    notes: list[str] = field(default_factory=list)  # warnings of this run that go into metadata.json
+    clear_after_save: list[str] = field(default_factory=list)  # control files done with once saved
+    result_due: float | None = None  # every page is done, the result could not be written: try then
+
+    @property
+    def job_id(self) -> str:
+        return self.job.job_id
