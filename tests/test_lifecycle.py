@@ -84,7 +84,7 @@ ENGINE_FAILED = PageFailFacts(
     stage="engine",
     error="engine timeout",
     permanent=False,
-    attempts=1,
+    tries=1,
     page_retries=2,
     job_cancelled=False,
     outbox_missing=None,
@@ -98,17 +98,17 @@ FULL = OSError(28, "No space left on device")
     ("facts", "expected"),
     [
         (ENGINE_FAILED, RetryPage(front=False)),
-        (replace(ENGINE_FAILED, attempts=2), RetryPage(front=False)),
-        (replace(ENGINE_FAILED, attempts=3), FailPage("engine timeout")),
+        (replace(ENGINE_FAILED, tries=2), RetryPage(front=False)),
+        (replace(ENGINE_FAILED, tries=3), FailPage("engine timeout")),
         (replace(ENGINE_FAILED, page_retries=0), FailPage("engine timeout")),
         (replace(ENGINE_FAILED, permanent=True), FailPage("engine timeout")),
         (replace(ENGINE_FAILED, stopping=True), RetryPage(front=True)),
         (replace(ENGINE_FAILED, stage="render"), RetryPage(front=False)),
         # A job no longer ours: nothing to decide here, the control checks deal with it.
-        (replace(ENGINE_FAILED, stage="cancelled", attempts=9), RunLater()),
+        (replace(ENGINE_FAILED, stage="cancelled", tries=9), RunLater()),
         # The outbox full, read-only or away is never the page's fault, nor a used-up retry.
-        (replace(ENGINE_FAILED, stage="write", attempts=9, os_error=FULL), WaitForStorage(FULL)),
-        (replace(ENGINE_FAILED, stage="write", attempts=9), WaitForStorage("engine timeout")),
+        (replace(ENGINE_FAILED, stage="write", tries=9, os_error=FULL), WaitForStorage(FULL)),
+        (replace(ENGINE_FAILED, stage="write", tries=9), WaitForStorage("engine timeout")),
         (replace(ENGINE_FAILED, stage="render", permanent=True, outbox_missing="gone"), WaitForStorage("gone")),
     ],
 )

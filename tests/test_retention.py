@@ -345,20 +345,20 @@ def test_an_abandoned_lease_on_a_job_kept_for_retry_is_released(store):
     assert store.take_lease(job, 2)
     os.utime(store.paths(job).lease(2), (time.time() - 3600, time.time() - 3600))
     retention = Retention(store, lease_grace_seconds=60)
-    real_take = store.take_lease
+    real_take = store.take_next_lease
 
-    def take_then_retry(job_id: str, epoch: int) -> bool:
-        taken = real_take(job_id, epoch)
+    def take_then_retry(job_id: str, epoch: int, **steps: int | float) -> list[int]:
+        taken = real_take(job_id, epoch, **steps)  # type: ignore[arg-type]
         if taken:
             store.request(job_id, "RETRY")
         return taken
 
-    store.take_lease = take_then_retry  # type: ignore[method-assign]
+    store.take_next_lease = take_then_retry  # type: ignore[method-assign]
     assert retention.delete(job) == "a RETRY is pending"
     # Then the job stays, with no lease above its epoch: a daemon can take it over at epoch 2
     assert store.exists(job)
     assert list(store.paths(job).dir.glob(".lease-*")) == []
-    assert real_take(job, 2)
+    assert store.take_lease(job, 2)
 
 
 def test_sizes_are_measured_once_per_finished_job(store, monkeypatch):

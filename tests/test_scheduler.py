@@ -189,20 +189,20 @@ def test_requeue_puts_the_page_first_in_its_job_and_counts_attempts():
     j = job("a", 3)
     sched.add(j)
     first = take(sched)
-    assert (first.page, first.attempt) == (1, 1)
+    assert (first.page, first.try_number) == (1, 1)
     assert take_pages(sched, 1) == [("a", 2)]
     # When page 1 failed and is requeued
     j.in_flight.discard(1)
     sched.requeue(j, 1)
     # Then it is next, as attempt 2, before page 3
     again = take(sched)
-    assert (again.page, again.attempt) == (1, 2)
+    assert (again.page, again.try_number) == (1, 2)
     third = take(sched)
-    assert (third.page, third.attempt) == (3, 1)
+    assert (third.page, third.try_number) == (3, 1)
     # And a further retry is attempt 3
     sched.requeue(j, 1)
-    assert take(sched).attempt == 3
-    assert j.attempts == {1: 3, 2: 1, 3: 1}
+    assert take(sched).try_number == 3
+    assert j.page_tries == {1: 3, 2: 1, 3: 1}
 
 
 def test_requeue_of_a_job_with_nothing_else_pending_puts_it_back_in_the_queue():
@@ -455,7 +455,7 @@ def test_a_suspect_jobs_retry_goes_after_its_other_pages():
     got = []
     for _ in range(3):
         task = take(sched)
-        got.append((task.page, task.attempt))
+        got.append((task.page, task.try_number))
         finish(sched, task)
     assert got == [(2, 1), (3, 1), (1, 2)]
 
@@ -538,12 +538,12 @@ def test_a_job_resumed_after_its_opening_runs_only_the_pages_not_done_and_a_stop
     assert not resumed.opening and resumed.done == {2, 5} and list(resumed.pending) == [1, 3, 4]
     sched.add(resumed)
     first = take(sched)
-    assert isinstance(first, PageTask) and (first.page, first.attempt) == (1, 1) and resumed.in_flight == {1}
+    assert isinstance(first, PageTask) and (first.page, first.try_number) == (1, 1) and resumed.in_flight == {1}
     assert not sched.finished(resumed)
     sched.page_ended(resumed, 1)
     sched.forgive_try(resumed, 1)
     sched.hold_first(resumed, 1)
-    assert resumed.in_flight == set() and list(resumed.pending) == [1, 3, 4] and resumed.attempts[1] == 0
+    assert resumed.in_flight == set() and list(resumed.pending) == [1, 3, 4] and resumed.page_tries[1] == 0
     assert [task.page for task in (take(sched), take(sched), take(sched)) if isinstance(task, PageTask)] == [1, 3, 4]
     for page in (1, 3, 4):
         sched.page_ended(resumed, page)

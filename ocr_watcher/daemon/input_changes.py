@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
-from ..pipeline.input_watch import SettleWatch, Stamp, stamp_of
+from ..pipeline.input_watch import InputStamp, SettleWatch, stamp_of
 from ..pipeline.scheduler import PageScheduler
 from ..spool.claim import size_and_sha256
 from ..spool.store import JobStore
@@ -28,7 +28,7 @@ class InputChanges:
     def __bool__(self) -> bool:
         return bool(self._settling)
 
-    def start_over(self, active: ActiveJob, stamp: Stamp) -> None:
+    def start_over(self, active: ActiveJob, stamp: InputStamp) -> None:
         """Drop what was done of the job (it is of an older version of the file) and wait for the
         input to hold still; `start_settled` then starts it again."""
         old = active.job
@@ -50,7 +50,7 @@ class InputChanges:
             pending=deque(),
             done=set(),
             failed={},
-            attempts={},
+            page_tries={},
             in_flight=set(),
             served=0,
             opening=False,
@@ -65,7 +65,7 @@ class InputChanges:
     def start_settled(self, now: float, active: Mapping[str, ActiveJob]) -> None:
         """Start the jobs whose input has held still for the settle time (`active`: the jobs we own)."""
 
-        def stamp(job_id: str) -> Stamp | None:
+        def stamp(job_id: str) -> InputStamp | None:
             job = active.get(job_id)
             return stamp_of(job.job.input_path) if job is not None else None
 

@@ -166,7 +166,7 @@ class JobOwner:
             stage=event.stage,
             error=event.error,
             permanent=event.permanent,
-            attempts=job.attempts.get(event.page, 1),
+            tries=job.page_tries.get(event.page, 1),
             page_retries=self.config.pipeline.page_retries,
             job_cancelled=job.cancelled,
             # A render failure may be the outbox's: the input lives there.

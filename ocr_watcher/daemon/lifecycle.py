@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from ..pipeline.input_watch import InputStamp
 from ..spool.model import RETRYABLE, JobError, Status
-
-Stamp = tuple[int, int]  # an input's (size, mtime_ns)
 
 
 # -- decisions -------------------------------------------------------------------------------------
@@ -22,7 +21,7 @@ Stamp = tuple[int, int]  # an input's (size, mtime_ns)
 class StartOver:
     """The input changed after the claim: drop what was done, wait for it to hold still."""
 
-    stamp: Stamp
+    stamp: InputStamp
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ CompleteDecision = StartOver | FailJob | WriteResult
 # -- facts -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class OpenFacts:
-    changed: Stamp | None  # the input's stamp when it differs from the claim's, else None
+    changed: InputStamp | None  # the input's stamp when it differs from the claim's, else None
     error: JobError | None  # the input is bad (not a PDF, encrypted, ...)
     outbox_missing: str | None  # why the outbox is away, when the input could not be opened
     pages: int | None  # None: the opening did not finish (see `transient`)
@@ -105,7 +104,7 @@ class PageFailFacts:
     stage: str  # "render", "engine", "write" or "cancelled"
     error: str
     permanent: bool
-    attempts: int  # tries of this page so far, this one included
+    tries: int  # tries of this page so far, this one included
     page_retries: int
     job_cancelled: bool
     outbox_missing: str | None  # asked only after a render failure: the input lives in the outbox
@@ -135,13 +134,13 @@ def decide_page_failed(facts: PageFailFacts) -> PageFailDecision:
         return RunLater()
     if facts.stage == "write" or facts.outbox_missing is not None:
         return WaitForStorage(facts.outbox_missing or facts.os_error or facts.error)
-    if not facts.permanent and facts.attempts <= facts.page_retries:
+    if not facts.permanent and facts.tries <= facts.page_retries:
         return RetryPage(front=facts.stopping)
     return FailPage(facts.error)
 
 
 def decide_complete(
-    changed: Stamp | None, pages_total: int, failed: dict[int, str], max_page_error_rate: float
+    changed: InputStamp | None, pages_total: int, failed: dict[int, str], max_page_error_rate: float
 ) -> CompleteDecision:
     if changed is not None:
         return StartOver(changed)  # the pages are of an older version of the file

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from ..spool.model import Source
 
-Stamp = tuple[int, int]  # (size, mtime in ns)
+InputStamp = tuple[int, int]  # (size, mtime in ns)
 
 
-def stamp_of(path: Path) -> Stamp | None:
+def stamp_of(path: Path) -> InputStamp | None:
     """The file's stamp; None when it cannot be read (gone, no permission)."""
     try:
         st = os.stat(path)
@@ -28,7 +28,7 @@ def stamp_of(path: Path) -> Stamp | None:
     return st.st_size, st.st_mtime_ns
 
 
-def changed_since_claim(source: Source, path: Path) -> Stamp | None:
+def changed_since_claim(source: Source, path: Path) -> InputStamp | None:
     """The input's stamp when it differs from the one its claim recorded, else None (also when the
     claim recorded none: a copy from another filesystem, or a job claimed by an older version)."""
     if source.mtime_ns is None:
@@ -43,7 +43,7 @@ class SettleWatch:
     """Jobs waiting for their input to stop changing: job id -> (last stamp seen, since when)."""
 
     def __init__(self) -> None:
-        self._seen: dict[str, tuple[Stamp | None, float]] = {}
+        self._seen: dict[str, tuple[InputStamp | None, float]] = {}
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -51,13 +51,13 @@ class SettleWatch:
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._seen
 
-    def add(self, job_id: str, stamp: Stamp | None, now: float) -> None:
+    def add(self, job_id: str, stamp: InputStamp | None, now: float) -> None:
         self._seen[job_id] = (stamp, now)
 
     def discard(self, job_id: str) -> None:
         self._seen.pop(job_id, None)
 
-    def settled(self, now: float, settle_seconds: float, stamp: Callable[[str], Stamp | None]) -> list[str]:
+    def settled(self, now: float, settle_seconds: float, stamp: Callable[[str], InputStamp | None]) -> list[str]:
         """Jobs whose input has not changed for `settle_seconds` (they leave the watch); the others'
         stamps are taken again, and a change starts their wait over."""
         done: list[str] = []

@@ -159,7 +159,7 @@ class Pipeline:
             return
         spec = self.engine_for(job).render_spec
         suffix = ".png" if spec.image_format == "png" else (".pgm" if spec.grayscale else ".ppm")
-        out_path = self.settings.work_dir / f"{job.job_id}-{task.page:05d}-{task.attempt}{suffix}"
+        out_path = self.settings.work_dir / f"{job.job_id}-{task.page:05d}-{task.try_number}{suffix}"
         started = time.monotonic()
         self.busy += 1
         try:
@@ -247,7 +247,7 @@ class Pipeline:
             "model": output.model,
             "worker": self.settings.worker_id,
             "session": self.settings.session,
-            "attempt": task.attempt,
+            "attempt": task.try_number,
             "width": item.rendered.width,
             "height": item.rendered.height,
             "seconds_render": round(item.render_seconds, 4),

@@ -41,7 +41,7 @@ class RunningJob:
     pending: deque[int] = field(default_factory=deque)
     done: set[int] = field(default_factory=set)
     failed: dict[int, str] = field(default_factory=dict)
-    attempts: dict[int, int] = field(default_factory=dict)
+    page_tries: dict[int, int] = field(default_factory=dict)  # page -> tries so far (a job's runs are JobMeta.attempts)
     in_flight: set[int] = field(default_factory=set)
     served: int = 0  # pages handed out, plus pages done before this run: drives the fast lane
     opening: bool = False
@@ -67,7 +67,7 @@ class OpenTask:
 class PageTask:
     job: RunningJob
     page: int
-    attempt: int
+    try_number: int  # 1 for the page's first try in this run
     order: tuple  # the job's place in the queue when this page was handed out
 
 
@@ -154,7 +154,7 @@ class PageScheduler:
     def forgive_try(self, job: RunningJob, page: int) -> None:
         """The last try of `page` does not count (the outbox failed it, not the page)."""
         with self._cond:
-            job.attempts[page] = job.attempts.get(page, 1) - 1
+            job.page_tries[page] = job.page_tries.get(page, 1) - 1
 
     def finished(self, job: RunningJob) -> bool:
         with self._cond:
@@ -239,9 +239,9 @@ class PageScheduler:
             page = job.pending.popleft()
             job.in_flight.add(page)
             job.served += 1
-            attempt = job.attempts.get(page, 0) + 1
-            job.attempts[page] = attempt
+            try_number = job.page_tries.get(page, 0) + 1
+            job.page_tries[page] = try_number
             self._push(job)
-            task = PageTask(job, page, attempt, key)
+            task = PageTask(job, page, try_number, key)
         self._running.add(task)
         return task
