@@ -249,7 +249,7 @@ def components(outbox: Path) -> dict[str, float]:
     index's first refresh and page, and retention's first inventory; then each again, warm. Memory is
     what tracemalloc sees kept after each step, in a second round (tracemalloc slows the steps)."""
     from ocr_watcher.api.index import JobIndex
-    from ocr_watcher.retention import Retention
+    from ocr_watcher.retention.sweeper import Retention
     from ocr_watcher.spool.store import JobStore
 
     def read_all(store: JobStore) -> None:

@@ -292,7 +292,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from .retention import Limits, Retention, describe, human_bytes
+    from .retention.policy import Limits, describe, human_bytes
+    from .retention.sweeper import Retention
     from .spool.model import utc_now
 
     config = _config(args)

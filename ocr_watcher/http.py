@@ -260,7 +260,8 @@ class HttpHooks(Hooks):
             log.info("job API and web page on %s/ (%s)", server.base_url, tokens)
 
     def _api_for(self, store: JobStore, control: JobControl) -> Callable[[FastAPI], None]:
-        from .api.app import ApiContext, add_api
+        from .api.app import add_api
+        from .api.context import ApiContext
 
         context = ApiContext(
             config=lambda: control.config,

@@ -35,7 +35,7 @@ from . import __version__
 from .config import Config
 from .hooks import Hooks
 from .observe import EngineView, Snapshot, Started
-from .retention import REASONS
+from .retention.policy import REASONS
 from .spool.model import JobMeta, Status
 
 log = logging.getLogger("ocr_watcher.metrics")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from . import metrics, notify, retention
+from . import metrics, notify
 from .config import Config
 from .hooks import HookList
 from .http import HttpHooks
+from .retention import daemon_hooks as retention
 
 
 def build_hooks(config: Config) -> HookList:

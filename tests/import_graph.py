@@ -160,7 +160,8 @@ def wrong_way(graph: Graph) -> list[str]:
                 if _within(src, part) and not open_to_all and not any(_within(dst, a) for a in allowed):
                     found.append(f"{src} -> {dst} (line {line}): {part} may import only {allowed or 'nothing'}")
             for target, importers in ONLY_IMPORTED_BY.items():
-                if _within(dst, target) and not any(_within(src, i) for i in importers):
+                inside = _within(src, target)  # a package's own modules import each other freely
+                if _within(dst, target) and not inside and not any(_within(src, i) for i in importers):
                     found.append(f"{src} -> {dst} (line {line}): only {importers or 'nothing'} may import {target}")
     return found
 

@@ -14,7 +14,8 @@ import pytest
 from ocr_watcher.api.index import JobIndex
 from ocr_watcher.api.views import select_page
 from ocr_watcher.config import load_config
-from ocr_watcher.retention import JobUsage, Limits, Retention, choose_deletions, choose_oldest
+from ocr_watcher.retention.policy import JobUsage, Limits, choose_deletions, choose_oldest
+from ocr_watcher.retention.sweeper import Retention
 from ocr_watcher.service import Service
 from ocr_watcher.spool.layout import RETRY
 from ocr_watcher.spool.model import JobMeta, Source, Status, Worker, iso, utc_now

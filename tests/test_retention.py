@@ -16,19 +16,13 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from ocr_watcher import retention as retention_module
 from ocr_watcher.config import Config, RetentionConfig, load_config
 from ocr_watcher.hooks import HookList, Hooks
 from ocr_watcher.observe import JobDeleted, OutboxMeasured, Snapshot, Started, snapshot_of
-from ocr_watcher.retention import (
-    Deletion,
-    JobUsage,
-    Limits,
-    Retention,
-    RetentionHooks,
-    choose_deletions,
-    folder_size,
-)
+from ocr_watcher.retention import sweeper as sweeper_module
+from ocr_watcher.retention.daemon_hooks import RetentionHooks
+from ocr_watcher.retention.policy import Deletion, JobUsage, Limits, choose_deletions
+from ocr_watcher.retention.sweeper import Retention, folder_size
 from ocr_watcher.service import Service
 from ocr_watcher.spool.ids import new_job_id
 from ocr_watcher.spool.model import JobMeta, Source, Status, Worker, utc_now
@@ -366,8 +360,8 @@ def test_sizes_are_measured_once_per_finished_job(store, monkeypatch):
     failed = make_job(store, "failed.pdf", Status.FAILED, 5)
     running = make_job(store, "running.pdf", Status.PROCESSING, 1)
     measured: list[str] = []
-    real = retention_module.folder_size
-    monkeypatch.setattr(retention_module, "folder_size", lambda p: measured.append(Path(p).name) or real(p))
+    real = sweeper_module.folder_size
+    monkeypatch.setattr(sweeper_module, "folder_size", lambda p: measured.append(Path(p).name) or real(p))
     retention = Retention(store)
     first = {j.job_id: j for j in retention.inventory()}
     assert sorted(measured) == sorted([*done, failed, running])

@@ -12,10 +12,7 @@ import hmac
 import json
 import logging
 import re
-import secrets
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,18 +21,14 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import StringConstraints
-from starlette.concurrency import run_in_threadpool
 
-from ..config import Config
-from ..intake.sniff import Verdict, sniff_file
-from ..observe import JobControl
 from ..spool.ids import is_job_id
-from ..spool.layout import CANCEL, INTERNAL_DIR, RETRY, InboxLayout
+from ..spool.layout import CANCEL, RETRY
 from ..spool.model import RETRYABLE, Status
 from ..spool.store import JobStore
-from .index import JobIndex
+from .context import NO_STORE, ApiContext, json_answer
+from .create import create_from_upload
 from .render import CONTENT_SECURITY_POLICY, result_html
-from .upload import Received, UploadError, receive_upload, sweep_stale_uploads
 from .views import (
     STATUS_QUERY_PATTERN,
     STATUSES,
@@ -51,28 +44,6 @@ from .views import (
 log = logging.getLogger("ocr_watcher.api")
 MAX_PAGE_SIZE = 500
 _FIGURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
-_NO_STORE = {"Cache-Control": "no-store"}
-
-
-@dataclass
-class ApiContext:
-    config: Callable[[], Config]  # the running configuration (a reload may change tokens and limits)
-    store: JobStore
-    control: JobControl
-    main_loop_ok: Callable[[], bool]
-    engine_ready: Callable[[], bool]
-    on_upload: Callable[[int, int], None] = lambda status, size: None  # (HTTP status, bytes): metrics
-
-    def __post_init__(self) -> None:
-        self.index = JobIndex(self.store)
-        self.index.warm_up()  # in the background: the first GET /jobs or /health need not wait for it
-        self.uploads = InboxLayout(self.config().inbox).uploads
-        if sweep_stale_uploads(self.uploads):
-            log.info("removed uploads that a crash interrupted (older than an hour) from %s", self.uploads)
-
-
-def _json(body: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(body, status_code=status, headers=_NO_STORE)
 
 
 # -- reading job folders ------------------------------------------------------------------------------
@@ -97,7 +68,7 @@ def _file(path: Path, **kwargs: Any) -> FileResponse:
         stat_result = path.stat()
     except FileNotFoundError:
         raise HTTPException(404, f"{path.name} is gone (the job was deleted)") from None
-    return FileResponse(path, stat_result=stat_result, headers=_NO_STORE, **kwargs)
+    return FileResponse(path, stat_result=stat_result, headers=NO_STORE, **kwargs)
 
 
 def read_completed(store: JobStore, job_id: str, what: str) -> dict[str, Any]:
@@ -188,7 +159,7 @@ def job_router(ctx: ApiContext) -> APIRouter:
     )
     async def create_job(request: Request) -> JSONResponse:
         try:
-            response, size = await _create_job(ctx, request)
+            response, size = await create_from_upload(ctx, request)
         except HTTPException as exc:
             ctx.on_upload(exc.status_code, 0)
             raise
@@ -216,12 +187,12 @@ def job_router(ctx: ApiContext) -> APIRouter:
                 jobs.append(job_view(read_metadata(store, job_id)))
             except HTTPException:
                 continue  # deleted since the index was refreshed
-        return _json({"jobs": jobs, "total": total, "offset": offset, "limit": limit})
+        return json_answer({"jobs": jobs, "total": total, "offset": offset, "limit": limit})
 
     @router.get("/jobs/{job_id}", response_model=JobView, summary="Status and progress")
     async def get_job(job_id: JobId) -> JSONResponse:
         # async and a direct read: one small file from the page cache is quicker than a thread hop.
-        return _json(job_view(read_metadata(store, job_id)))
+        return json_answer(job_view(read_metadata(store, job_id)))
 
     @router.get(
         "/jobs/{job_id}/download",
@@ -244,7 +215,7 @@ def job_router(ctx: ApiContext) -> APIRouter:
         doc = read_metadata(store, job_id)
         markdown = store.read_page(job_id, page)
         if markdown is not None:
-            return MarkdownResponse(markdown, headers=_NO_STORE)
+            return MarkdownResponse(markdown, headers=NO_STORE)
         total = doc.get("progress", {}).get("pages_total")
         if isinstance(total, int) and page > total:
             raise HTTPException(404, f"job {job_id} has {total} pages")
@@ -290,7 +261,7 @@ def job_router(ctx: ApiContext) -> APIRouter:
         except FileNotFoundError:
             raise HTTPException(404, f"job {job_id} has no result.md") from None
         page = result_html(markdown, paths.dir, doc.get("source", {}).get("name") or job_id)
-        headers = {**_NO_STORE, "Content-Security-Policy": CONTENT_SECURITY_POLICY}
+        headers = {**NO_STORE, "Content-Security-Policy": CONTENT_SECURITY_POLICY}
         return HTMLResponse(page, headers=headers)
 
     @router.delete(
@@ -305,7 +276,7 @@ def job_router(ctx: ApiContext) -> APIRouter:
             raise HTTPException(409, f"job {job_id} has already completed")
         if doc["status"] in {Status.QUEUED.value, Status.PROCESSING.value}:
             _control(ctx, job_id, CANCEL, lambda: ctx.control.cancel_now(job_id))
-        return _json(job_view(read_metadata(store, job_id)))
+        return json_answer(job_view(read_metadata(store, job_id)))
 
     @router.post(
         "/jobs/{job_id}/retry",
@@ -318,7 +289,7 @@ def job_router(ctx: ApiContext) -> APIRouter:
         if doc["status"] not in {s.value for s in RETRYABLE}:
             raise HTTPException(409, f"only failed or cancelled jobs can be retried; job {job_id} is {doc['status']}")
         _control(ctx, job_id, RETRY, lambda: ctx.control.retry_now(job_id))
-        return _json(job_view(read_metadata(store, job_id)))
+        return json_answer(job_view(read_metadata(store, job_id)))
 
     return router
 
@@ -333,70 +304,6 @@ def _control(ctx: ApiContext, job_id: str, control: str, act: Callable[[], None]
         ctx.control.call(act, timeout=30)
     except Exception as exc:  # the file is written; the owner will still see it
         log.warning("%s: %s written, but the main loop did not act on it at once: %s", job_id, control, exc)
-
-
-async def _create_job(ctx: ApiContext, request: Request) -> tuple[JSONResponse, int]:
-    """Receive the upload into the inbox's upload area, check it, and have the main loop claim it.
-    Whatever the answer, nothing of a refused upload is kept (the claim gives a file back too)."""
-    config = ctx.config()
-    ctx.uploads.mkdir(parents=True, exist_ok=True)
-    part = ctx.uploads / f"{secrets.token_hex(8)}.part"
-    started = time.monotonic()
-    try:
-        received = await _receive(request, part, int(config.http.max_upload_mb * 2**20))
-        profile = received.fields.get("profile") or "default"
-        if profile != "default" and profile not in config.profiles:
-            known = ", ".join(["default", *sorted(config.profiles)])
-            raise HTTPException(400, f"unknown profile {profile!r}; the config has: {known}")
-        sniff = await run_in_threadpool(sniff_file, part, Path(received.filename or "upload").name)
-        if sniff.verdict is Verdict.REJECT:
-            raise HTTPException(415, sniff.message or "not a PDF or an image")
-        if sniff.verdict is Verdict.INCOMPLETE:
-            raise HTTPException(400, sniff.message or "the file is incomplete")
-        filename = Path(received.filename or "").name or f"upload{sniff.suffix}"
-        received_at = time.monotonic()
-        rel = f"{INTERNAL_DIR}/{ctx.uploads.name}/{part.name}"
-        job_id = await _claim(ctx, lambda: ctx.control.claim_upload(rel, filename, profile, sniff, received.sha256))
-    finally:
-        part.unlink(missing_ok=True)  # claimed: already renamed away; otherwise nothing is kept
-    log.info(
-        "%s: uploaded over HTTP as %r (%d bytes; received in %.3f s, claimed in %.3f s)",
-        job_id,
-        filename,
-        received.size,
-        received_at - started,
-        time.monotonic() - received_at,
-    )
-    return _json({"job_id": job_id, "status": Status.QUEUED.value}), received.size
-
-
-async def _receive(request: Request, part: Path, limit: int) -> Received:
-    length = request.headers.get("content-length")
-    try:
-        return await receive_upload(
-            request.stream(),
-            request.headers.get("content-type"),
-            int(length) if length and length.isdigit() else None,
-            part,
-            limit,
-        )
-    except UploadError as exc:
-        raise HTTPException(exc.status, exc.message) from None
-    except OSError as exc:
-        raise HTTPException(503, f"cannot write the upload into the inbox: {exc.strerror or exc}") from None
-
-
-async def _claim(ctx: ApiContext, claim: Callable[[], str]) -> str:
-    """The claim, on the main loop; every refusal is a 503 after which no job appears later."""
-    try:
-        return await run_in_threadpool(ctx.control.call, claim)
-    except OSError as exc:
-        raise HTTPException(503, f"cannot create the job: {exc.strerror or exc}") from None
-    except TimeoutError:  # it never started, and never will (calls.CallQueue)
-        message = "the daemon is too busy to take the file now; nothing was kept, send it again"
-        raise HTTPException(503, message) from None
-    except Exception as exc:  # NotServing: the daemon is stopping
-        raise HTTPException(503, f"cannot create the job now: {exc}") from None
 
 
 # -- the app --------------------------------------------------------------------------------------
@@ -420,7 +327,7 @@ def add_api(app: FastAPI, ctx: ApiContext) -> None:
             "engine_ready": engine_ok,
             "jobs": counts,
         }
-        return _json(body)
+        return json_answer(body)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:

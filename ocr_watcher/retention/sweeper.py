@@ -1,145 +1,29 @@
-"""Retention: remove whole terminal jobs, oldest first, while the outbox is over a limit.
-
-Limits (the `retention` section of the config; `MAX_JOB_*` in the environment):
-
-- `max_job_age_hours`: a terminal job that finished more than this long ago is deleted (reason "age").
-- `max_job_count`: while there are more job folders than this, the oldest terminal jobs are deleted
-  (reason "count"). Every job folder counts, queued, processing and unreadable ones too, but only
-  terminal ones are deleted, so the count may stay above the limit while many jobs are running.
-- `max_job_storage_mb`: while the job folders hold more than this many MiB (sum of file sizes), the
-  oldest terminal jobs are deleted (reason "storage"). Every job folder counts, as for the count.
-
-A limit of 0 means "no limit", for each of the three (retention that deletes everything because a
-value was left at 0 would be the worse surprise). "Oldest" is by `finished_at`, else `created_at`;
-ties go to the earlier `created_at`, then the smaller job id, so the order is always the same. A job
-over several limits is reported under the first that applies, in the order age, count, storage.
-
-Only job folders are ever removed: names that are job ids, real directories (not symlinks), with a
-metadata.json that says completed, failed or cancelled and no RETRY file (invariant 5). Deleting one
-is crash-safe: take the job's ownership lease at the next epoch (which fences a daemon that might be
-retrying it, and another host's retention), re-read metadata.json under the lease, rename the folder
-into the hidden trash in the outbox's internal area, then remove it. A crash leaves either an intact
-job or hidden trash, which the next pass removes. A lease that a crash left behind (older than the
-heartbeat lease, with metadata.json still at the old epoch) is stepped over, and released again if
-the job must be kept, so neither retention nor a RETRY stays blocked by it.
-
-Sizes are measured once per finished job: a completed job never changes, and its size is kept in the
-job store's record of completed jobs (spool/completed.py, one int per job, shared with the main loop
-and the job API, and mostly filled by the daemon's start-up scan, so its metadata.json is not read
-here again); a failed or cancelled one is re-read only when its folder's mtime changes (metadata.json
-replaced, RETRY created). So a pass over 100,000 finished jobs costs one scandir of the outbox plus a
-stat per failed/cancelled job, and allocates nothing per completed job: when no count or storage
-limit is exceeded only the jobs over the age limit are looked at, and otherwise the completed ones
-are sorted by their packed times and made into `JobUsage` only as far as the choice reads. In the
-daemon the passes run on a background thread; what they find is reported as data (JobDeleted,
-OutboxMeasured), which the service hands on to the other hooks from the main thread.
-"""
+"""Retention's I/O for one outbox: the census of job folders and their sizes, the crash-safe
+deletion under a lease, and the trash (see the package's doc)."""
 
 from __future__ import annotations
 
 import heapq
 import logging
 import os
-import queue
 import secrets
 import shutil
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
-from .config import Config, RetentionConfig
-from .hooks import Hooks
-from .observe import JobDeleted, OutboxMeasured, Report, Snapshot, Started
-from .spool.atomic import fsync_dir
-from .spool.completed import age_key, ended_ms, from_ms, ms_of, size_of
-from .spool.layout import RETRY
-from .spool.model import JobMeta, Status, iso, utc_now
-from .spool.store import JobStore
+from ..spool.atomic import fsync_dir
+from ..spool.completed import age_key, ended_ms, from_ms, ms_of, size_of
+from ..spool.layout import RETRY
+from ..spool.model import JobMeta, Status, utc_now
+from ..spool.store import JobStore
+from .policy import Deletion, JobUsage, Limits, choose_oldest, oldest_first, over_count_or_storage
 
 log = logging.getLogger("ocr_watcher.retention")
 
-REASONS = ("age", "count", "storage")
 TRASH_DIR = "trash"
-MIB = 1024 * 1024
 MAX_LEASE_STEPS = 16  # abandoned leases stepped over on one job before giving up
-
-
-# -- the decision: plain data in, plain data out --------------------------------------------------
-@dataclass(frozen=True)
-class Limits:
-    """None means no limit."""
-
-    max_bytes: int | None = None
-    max_count: int | None = None
-    max_age: timedelta | None = None
-
-    @classmethod
-    def from_config(cls, config: RetentionConfig) -> Limits:
-        return cls(
-            max_bytes=round(config.max_job_storage_mb * MIB) or None,
-            max_count=config.max_job_count or None,
-            max_age=timedelta(hours=config.max_job_age_hours) if config.max_job_age_hours else None,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class JobUsage:
-    job_id: str
-    size_bytes: int
-    terminal: bool  # may be deleted: completed, failed or cancelled, and no RETRY pending
-    finished_at: datetime | None = None
-    created_at: datetime | None = None
-
-    @property
-    def ended_at(self) -> datetime | None:
-        return self.finished_at or self.created_at
-
-
-Deletion = JobDeleted  # (job_id, reason, size_bytes): what a pass decides is what the hooks are told
-
-
-def _oldest_first(job: JobUsage) -> tuple:
-    return (job.ended_at, job.created_at or job.ended_at, job.job_id)
-
-
-def choose_deletions(jobs: Iterable[JobUsage], limits: Limits, now: datetime) -> list[Deletion]:
-    """Which terminal jobs to delete, oldest first, and why. Non-terminal jobs count but always stay."""
-    jobs = list(jobs)
-    candidates = sorted((job for job in jobs if job.terminal and job.ended_at is not None), key=_oldest_first)
-    return choose_oldest(candidates, len(jobs), sum(job.size_bytes for job in jobs), limits, now)
-
-
-def over_count_or_storage(count: int, total: int, limits: Limits) -> bool:
-    """Whether `choose_oldest` may go past the jobs that are over the age limit."""
-    return (limits.max_count is not None and count > limits.max_count) or (
-        limits.max_bytes is not None and total > limits.max_bytes
-    )
-
-
-def choose_oldest(
-    candidates: Iterable[JobUsage], count: int, total: int, limits: Limits, now: datetime
-) -> list[Deletion]:
-    """`choose_deletions` from its parts: the deletable jobs oldest first, read only as far as needed
-    (so that a caller with very many can make them as they are read), and the number and bytes of all
-    job folders. Unless `over_count_or_storage`, only the jobs over the age limit are ever read."""
-    deletions: list[Deletion] = []
-    for job in candidates:
-        assert job.ended_at is not None
-        if limits.max_age is not None and now - job.ended_at > limits.max_age:
-            reason = "age"
-        elif limits.max_count is not None and count > limits.max_count:
-            reason = "count"
-        elif limits.max_bytes is not None and total > limits.max_bytes:
-            reason = "storage"
-        else:
-            break  # every later candidate is younger, and count and storage are within their limits
-        deletions.append(Deletion(job.job_id, reason, job.size_bytes))
-        count -= 1
-        total -= job.size_bytes
-    return deletions
 
 
 # -- measuring -----------------------------------------------------------------------------------
@@ -161,28 +45,6 @@ def folder_size(path: Path | str) -> int:
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             continue
     return total
-
-
-def human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def human_age(moment: datetime | None, now: datetime) -> str:
-    if moment is None:
-        return "?"
-    seconds = max(0.0, (now - moment).total_seconds())
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
 
 
 @dataclass(slots=True)
@@ -320,8 +182,8 @@ class Retention:
         else:
             return
         completed = (self._completed_usage(job_id) for job_id in oldest)
-        others = sorted((u for u in census.others if u.terminal and u.ended_at is not None), key=_oldest_first)
-        for usage in heapq.merge((u for u in completed if u is not None and u.terminal), others, key=_oldest_first):
+        others = sorted((u for u in census.others if u.terminal and u.ended_at is not None), key=oldest_first)
+        for usage in heapq.merge((u for u in completed if u is not None and u.terminal), others, key=oldest_first):
             seen[usage.job_id] = usage
             yield usage
 
@@ -448,99 +310,3 @@ def _oldest_ids(ids: list[str], key: Callable[[str], int], first: int = 256) -> 
     yield from head
     if len(head) == first:
         yield from sorted(ids, key=key)[first:]
-
-
-def describe(deletion: Deletion, job: JobUsage | None, now: datetime) -> str:
-    """`<reason> limit, <size>, finished <when> (<age> ago)`: for the log and for `purge`."""
-    ended = job.ended_at if job is not None else None
-    return (
-        f"{deletion.reason} limit, {human_bytes(deletion.size_bytes)},"
-        f" finished {iso(ended) or '?'} ({human_age(ended, now)} ago)"
-    )
-
-
-# -- the daemon's side ---------------------------------------------------------------------------
-class RetentionHooks(Hooks):
-    """Runs a pass at start and every `retention.interval_seconds` after the previous one ended.
-
-    The pass runs on a background thread (the first one over a big outbox reads every job), so the
-    main loop never waits on it. What it finds, the jobs deleted and the outbox's size, it reports as
-    data (take_reports), which the service hands on to the other hooks from the main thread."""
-
-    def __init__(self) -> None:
-        self.retention: Retention | None = None
-        self._store: JobStore | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._reports: queue.SimpleQueue[Report] = queue.SimpleQueue()  # from the pass's thread
-        self._last_end: float | None = None
-
-    def on_start(self, started: Started) -> None:
-        self._store = started.store
-        try:
-            self._start_pass(started.snapshot.config)
-        except Exception:
-            log.exception("retention: cannot start (will try again)")
-            self._last_end = time.monotonic()
-
-    def on_tick(self, snapshot: Snapshot) -> None:
-        try:
-            if self._due(snapshot.config):
-                self._start_pass(snapshot.config)
-        except Exception:
-            log.exception("retention: internal error (will try again)")
-
-    def on_stop(self, snapshot: Snapshot) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)  # a removal still running finishes from the trash next time
-
-    def take_reports(self) -> list[Report]:
-        reports: list[Report] = []
-        while True:
-            try:
-                reports.append(self._reports.get_nowait())
-            except queue.Empty:
-                return reports
-
-    # -- internals ---------------------------------------------------------------------------------
-    def _due(self, config: Config) -> bool:
-        if self._last_end is None or self._stop.is_set():
-            return False
-        running = self._thread is not None and self._thread.is_alive()
-        return not running and time.monotonic() - self._last_end >= config.retention.interval_seconds
-
-    def _start_pass(self, config: Config) -> None:
-        if self.retention is None:
-            assert self._store is not None, "on_start first"
-            self.retention = Retention(self._store, lease_grace_seconds=config.jobs.heartbeat_lease_seconds)
-        limits = Limits.from_config(config.retention)  # read each time: SIGHUP changes it
-        self._last_end = None
-        self._thread = threading.Thread(target=self._run, args=(limits,), name="retention", daemon=True)
-        self._thread.start()
-
-    def _run(self, limits: Limits) -> None:
-        assert self.retention is not None
-        now = utc_now()
-        try:
-            result = self.retention.run_pass(
-                limits, now, on_deleted=lambda d, job: self._on_deleted(d, job, now), should_stop=self._stop.is_set
-            )
-            if result.outbox_missing is None:
-                self._reports.put(OutboxMeasured(result.total_bytes))
-            for job_id, why in result.skipped:
-                log.info("%s: kept by retention although over a limit: %s", job_id, why)
-            if result.trash_removed:
-                log.info("retention: removed %d leftovers from the trash", result.trash_removed)
-        except Exception:
-            log.exception("retention pass failed (will try again)")
-        finally:
-            self._last_end = time.monotonic()
-
-    def _on_deleted(self, deletion: Deletion, job: JobUsage, now: datetime) -> None:
-        log.info("%s: deleted by retention: %s", deletion.job_id, describe(deletion, job, now))
-        self._reports.put(deletion)
-
-
-def make_hooks(config: Config) -> RetentionHooks:
-    return RetentionHooks()
