@@ -20,6 +20,7 @@ from ocr_watcher.service import Service
 from ocr_watcher.spool.layout import RETRY
 from ocr_watcher.spool.model import JobMeta, Source, Status, Worker, iso, utc_now
 from ocr_watcher.spool.store import JobStore
+from ocr_watcher.spool.walk import OutboxWalker
 
 from .pdfgen import text_pdf
 
@@ -235,3 +236,69 @@ def test_a_job_another_daemon_retried_is_taken_over_when_that_daemon_dies(tmp_pa
     first.heartbeats.clock = lambda: utc_now() + timedelta(seconds=61)
     first.scanner.scan()
     assert job in first.jobs.active
+
+
+def test_one_walk_lists_an_unchanged_outbox_once_and_forgets_only_what_a_full_listing_missed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walker the scan, retention and the index share: completed jobs are never handed out, an
+    unchanged outbox is not listed again, and a vanished outbox makes nothing forgotten."""
+    store = JobStore(tmp_path / "outbox", fsync=False)
+    store.root.mkdir()
+    done = [make_job(store, f"d{i}.pdf", Status.COMPLETED) for i in range(3)]
+    failed = make_job(store, "f.pdf", Status.FAILED)
+    for job_id in done[:2]:
+        store.completed.note(job_id, store.peek(job_id))
+    listings: list[int] = []
+    listing = store.iter_job_ids
+    monkeypatch.setattr(store, "iter_job_ids", lambda: listings.append(1) or listing())
+    walker = OutboxWalker(store)
+    settle(store.root)
+    # A first walk lists the folder, hands out all but the completed jobs it knows
+    walk = walker.walk(["not-asked-for"])
+    assert sorted(walk) == sorted([done[2], failed]) and listings == [1]
+    walk.completed_found()  # done[2], read and found completed by the caller
+    store.completed.note(done[2], store.peek(done[2]))
+    assert walk.finish() and listings == [1]  # every completed job was listed: nothing to prune
+    # An unchanged outbox: only what the caller says can change, and no listing
+    walk = walker.walk([failed])
+    assert list(walk) == [failed] and not walk.finish() and listings == [1]
+    # A folder removed: the mtime changes, the next walk lists, and the gone job is forgotten
+    shutil.rmtree(store.paths(done[0]).dir)
+    settle(store.root, tick=1)
+    walk = walker.walk([failed])
+    assert list(walk) == [failed] and walk.finish()
+    assert done[0] not in store.completed and done[1] in store.completed
+    # An outbox gone away lists empty, but forgets nothing
+    walk = walker.walk([], full=True)
+    store.root.rename(tmp_path / "away")
+    assert list(walk) == [] and not walk.finish()
+    assert done[1] in store.completed and done[2] in store.completed
+
+
+def test_retention_measures_an_unchanged_outbox_without_listing_it(tmp_path: Path, monkeypatch) -> None:
+    """Given a pass over an outbox whose folders have not changed since the last pass, then retention
+    counts and sizes the jobs from what it knows, and still sees a failed job turned completed."""
+    store = JobStore(tmp_path / "outbox", fsync=False)
+    store.root.mkdir()
+    for i in range(4):
+        make_job(store, f"d{i}.pdf", Status.COMPLETED)
+    failed = make_job(store, "f.pdf", Status.FAILED)
+    retention = Retention(store)
+    settle(store.root)
+    first = retention.run_pass(Limits(max_count=100), dry_run=True)
+    listings: list[int] = []
+    listing = store.iter_job_ids
+    monkeypatch.setattr(store, "iter_job_ids", lambda: listings.append(1) or listing())
+    again = retention.run_pass(Limits(max_count=100), dry_run=True)
+    assert (again.job_count, again.total_bytes) == (first.job_count, first.total_bytes) == (5, first.total_bytes)
+    assert listings == []
+    meta = store.load(failed)  # retried elsewhere and completed
+    meta.transition(Status.QUEUED)
+    meta.transition(Status.PROCESSING)
+    meta.transition(Status.COMPLETED)
+    store.save(meta)
+    settle(store.root)
+    result = retention.run_pass(Limits(max_count=4), dry_run=True)
+    assert listings == [] and failed in store.completed
+    assert len(result.deletions) == 1 and result.job_count == 4  # five jobs, one over the limit

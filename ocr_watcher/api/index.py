@@ -22,9 +22,9 @@ from typing import Any
 
 from ..spool.completed import created_of, iso_ms
 from ..spool.layout import METADATA
-from ..spool.listing import OutboxWatch
 from ..spool.model import Status
 from ..spool.store import JobStore
+from ..spool.walk import OutboxWalker
 
 _COMPLETED = Status.COMPLETED.value
 _STATUSES = frozenset(s.value for s in Status)
@@ -43,7 +43,7 @@ class JobIndex:
         self.completed = store.completed
         self.ttl = ttl
         self._root = os.fspath(store.root)
-        self._watch = OutboxWatch(store.root)  # whether the outbox must be listed again
+        self._walker = OutboxWalker(store)
         self._others: dict[str, _Entry] = {}  # every job not completed
         self._others_newest: list[tuple[int, str]] = []  # (created, id) of `_others`, newest first
         self._refreshed = float("-inf")
@@ -102,16 +102,10 @@ class JobIndex:
 
     def _refresh(self) -> None:
         completed, others = self.completed, self._others
-        stamp = self._watch.stamp()
-        full = not self._watch.unchanged(stamp)
-        # An unchanged outbox holds the same folders: only the jobs not completed can have changed.
-        job_ids = self.store.iter_job_ids() if full else list(others)
+        walk = self._walker.walk(list(others))  # an unchanged outbox: only the jobs not completed
         changed = False
-        completed_listed, others_listed = 0, set()
-        for job_id in job_ids:
-            if job_id in completed:
-                completed_listed += 1
-                continue
+        others_listed = set()
+        for job_id in walk:
             others_listed.add(job_id)
             path = os.path.join(self._root, job_id, METADATA)
             try:
@@ -123,20 +117,17 @@ class JobIndex:
                 continue
             doc = self.store.peek(job_id)
             if completed.note(job_id, doc):
-                completed_listed += 1
+                walk.completed_found()
                 others_listed.discard(job_id)
                 continue
             fresh = _entry(doc, mtime_ns)
             if fresh is not None:  # else unreadable: kept as it was, read again next time
                 others[job_id] = fresh
                 changed = True
+        walk.finish()
         for job_id in [job_id for job_id in others if job_id not in others_listed]:
             del others[job_id]  # deleted, or completed (maybe noted by the daemon meanwhile)
             changed = True
-        if full:
-            if completed_listed < len(completed):  # some are gone (or were noted by others meanwhile)
-                completed.prune(set(self.store.iter_job_ids()), self._root)
-            self._watch.listed(stamp)
         if changed:
             self._others_newest = sorted(((e.created_ms, job_id) for job_id, e in others.items()), reverse=True)
 

@@ -3,8 +3,8 @@ unfinished jobs resumed, other daemons' jobs watched and taken over when their h
 
 An unchanged outbox holds the folders of the last listing: only the jobs that can change are looked
 at again (failed/cancelled ones for RETRY, others' unfinished or unreadable ones, and those that
-were ours at the last scan), never every finished job (spool/listing.py). That keeps a hundred
-thousand finished jobs cheap."""
+were ours at the last scan), never a completed job (spool/walk.py). That keeps a hundred thousand
+finished jobs cheap."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 
 from ..spool.claim import Claimer
 from ..spool.layout import RETRY
-from ..spool.listing import OutboxWatch
+from ..spool.walk import OutboxWalker
 from ..spool.workers import Beat, Heartbeats
 from .jobs import JobOwner
 from .lifecycle import Found, decide_found
@@ -33,12 +33,12 @@ class OutboxScanner:
         self.heartbeats = heartbeats
         self._watched: set[str] = set()  # others' unfinished jobs and unreadable ones: read on every scan
         self._held: set[str] = set()  # active or retryable at the last scan
-        self._outbox_watch = OutboxWatch(self.store.root)  # whether the outbox must be listed again
+        self._walker = OutboxWalker(self.store)
         self.last_scan = 0.0  # monotonic
 
     def relist(self) -> None:
         """The outbox came back (or was replaced): list it in full on the next scan, which is due now."""
-        self._outbox_watch = OutboxWatch(self.store.root)
+        self._walker.relist()
         self.last_scan = 0.0
 
     def scan(self, startup: bool = False) -> None:
@@ -51,14 +51,12 @@ class OutboxScanner:
                 self.owner.storage.failed("claim", exc)
             else:
                 self.owner.storage.succeeded("claim")
-        stamp = self._outbox_watch.stamp()
-        full = startup or not self._outbox_watch.unchanged(stamp)
         retryable, active = self.terminal.retryable, self.owner.active
-        job_ids = self.store.iter_job_ids() if full else list(self._watched | set(retryable) | self._held)
+        walk = self._walker.walk(list(self._watched | set(retryable) | self._held), full=startup)
         completed, retryable_before = self.store.completed, set(retryable)
-        completed_listed, retryable_listed, watched = 0, set(), set()
+        retryable_listed, watched = set(), set()
         beats: dict[str, Beat | None] = {}
-        for job_id in job_ids:
+        for job_id in walk:
             read_at = None
             if job_id in retryable:
                 retryable_listed.add(job_id)
@@ -71,15 +69,12 @@ class OutboxScanner:
                 del retryable[job_id]  # rewritten (another daemon retried it): read it again
             if job_id in active:
                 continue
-            if job_id in completed:
-                completed_listed += 1
-                continue
             # Taken before the read: a rewrite while reading shows as a change on the next scan.
             read_at = read_at or self.store.metadata_stamp(job_id)
             meta = self.store.load_unless_completed(job_id)  # a completed one is only noted
             if meta is None:
                 if job_id in completed:
-                    completed_listed += 1
+                    walk.completed_found()
                 else:
                     watched.add(job_id)  # unreadable (or gone): looked at again next time
                 continue
@@ -92,7 +87,8 @@ class OutboxScanner:
             )
             if found is Found.TERMINAL:
                 self.terminal.note(meta, read_at)
-                completed_listed += job_id in completed
+                if job_id in completed:
+                    walk.completed_found()
             elif found is Found.RESUME:
                 log.info("%s: resuming (%s, %d pages done)", job_id, meta.status.value, meta.progress.pages_done)
                 self.owner.activate(meta)
@@ -100,13 +96,8 @@ class OutboxScanner:
                 self.takeover.adopt(meta, None)
             if job_id not in active and not meta.status.terminal:
                 watched.add(job_id)  # another daemon's: watched for its heartbeat
-        # Forget the jobs whose folders are gone (without holding the whole listing), unless the
-        # outbox went away during the listing: then nothing listed, and nothing is gone.
-        if full and self.store.missing() is None:
+        if walk.finish():  # a full listing: the retryable jobs not in it are gone
             for gone in retryable_before - retryable_listed:
                 retryable.pop(gone, None)
-            if completed_listed < len(completed):
-                completed.prune(set(self.store.iter_job_ids()), self.store.root)
-            self._outbox_watch.listed(stamp)
         self._watched = watched
         self._held = set(active) | set(retryable)

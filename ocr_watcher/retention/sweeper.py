@@ -18,6 +18,7 @@ from ..spool.completed import age_key, ended_ms, from_ms, ms_of, size_of
 from ..spool.layout import RETRY
 from ..spool.model import JobMeta, Status, utc_now
 from ..spool.store import JobStore
+from ..spool.walk import OutboxWalker
 from .policy import Deletion, JobUsage, Limits, choose_oldest, oldest_first, over_count_or_storage
 
 log = logging.getLogger("ocr_watcher.retention")
@@ -85,6 +86,8 @@ class Retention:
         self.lease_grace_seconds = lease_grace_seconds
         self.completed = store.completed  # completed jobs, with the sizes measured here
         self._cache: dict[str, _Cached] = {}  # failed and cancelled jobs
+        self._others: list[str] = []  # every job not completed at the last census
+        self._walker = OutboxWalker(store)
         self._root = os.fspath(store.root)
 
     @property
@@ -134,35 +137,34 @@ class Retention:
     def _census(self) -> _Census:
         """How many job folders and bytes the outbox holds, and the usage of every job but the
         completed ones, which stay in the store's `completed`: with 100,000 jobs, a pass allocates
-        nothing per completed job, and measures each once."""
+        nothing per completed job, measures each once, and lists the outbox only when its folders
+        may have changed (spool/walk.py)."""
         census = _Census()
-        completed, cache = self.completed, self._cache
-        noted = cached = 0  # of the listed jobs, how many `completed` and `_cache` hold
-        for job_id in self.store.iter_job_ids():
+        walk = self._walker.walk(self._others)
+        for job_id in walk:
+            usage = self._usage(job_id)
+            if usage is None:  # completed: noted by `_usage`
+                walk.completed_found()
+                continue
             census.count += 1
+            census.others.append(usage)
+            census.total_bytes += usage.size_bytes
+        if walk.finish():  # a full listing: the failed and cancelled jobs not in it are gone
+            listed = {usage.job_id for usage in census.others}
+            for gone in [job_id for job_id in self._cache if job_id not in listed]:
+                del self._cache[gone]
+        self._others = [usage.job_id for usage in census.others]
+        completed = self.completed
+        for job_id in completed.ids():
             value = completed.packed(job_id)
             if value is None:
-                cached += job_id in cache
-                usage = self._usage(job_id)
-                if usage is not None:
-                    census.others.append(usage)
-                    census.total_bytes += usage.size_bytes
-                    continue
-                value = completed.packed(job_id)  # completed: noted by `_usage`
-            elif cache:
-                cache.pop(job_id, None)  # completed since it was cached
-            noted += 1
-            size = size_of(value) if value is not None else None
+                continue  # deleted meanwhile
+            size = size_of(value)
             if size is None:
                 size = folder_size(os.path.join(self._root, job_id))
                 completed.set_size(job_id, size)
+            census.count += 1
             census.total_bytes += size
-        # Some are gone: forget them, unless the outbox went away during the listing.
-        if (noted < len(completed) or cached < len(cache)) and self.store.missing() is None:
-            listed = set(self.store.iter_job_ids())
-            completed.prune(listed, self._root)
-            for gone in [job_id for job_id in cache if job_id not in listed]:
-                del cache[gone]
         return census
 
     def _candidates(
