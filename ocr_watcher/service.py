@@ -27,6 +27,7 @@ from .daemon.outbox_scan import OutboxScanner
 from .daemon.pipeline_setup import pipeline_settings
 from .daemon.presence import OutboxPresence
 from .daemon.reloading import read_reload
+from .daemon.result_writes import ResultWritten
 from .daemon.takeover import Takeover
 from .daemon.terminal import TerminalJobs
 from .engines.base import EngineUnavailable
@@ -74,7 +75,7 @@ class Service:
         self.claimer = Claimer(config.inbox, self.store, self.worker_id)
         self.intake = Intake(config, self.engine_name_for_profile, wake=lambda: self.events.put(WAKE))
         self.scheduler = PageScheduler(config.pipeline.fast_lane_pages)
-        self.events: queue.Queue[Event] = queue.Queue()
+        self.events: queue.Queue[Event | ResultWritten] = queue.Queue()
         self.engines = EngineSet()
         self.storage = StorageWatch(self.hooks.on_storage_state)
         self.terminal = TerminalJobs(self.store)
@@ -87,6 +88,7 @@ class Service:
             self.terminal,
             self.engine_name_for_profile,
             lambda: self.intake.settle,
+            post=self.events.put,
         )
         self.takeover = Takeover(self.jobs, self.storage, self.worker_id, self.host)
         self.scanner = OutboxScanner(self.jobs, self.takeover, self.claimer, self.heartbeats)
@@ -257,6 +259,7 @@ class Service:
         self._take_reports()
         self.intake.stop_watching()
         self.pipeline.stop(grace)
+        self.jobs.results.wait()  # what they came to is on the event queue now
         try:
             self._handle_events(self.events.get_nowait(), stopping=True)
         except queue.Empty:

@@ -20,6 +20,7 @@ class ActiveJob:
     notes: list[str] = field(default_factory=list)  # warnings of this run that go into metadata.json
     clear_after_save: list[str] = field(default_factory=list)  # control files done with once saved
     result_due: float | None = None  # every page is done, the result could not be written: try then
+    writing: bool = False  # its result is being written (daemon/result_writes.py)
 
     @property
     def job_id(self) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..config import Config
 from ..hooks import HookList
-from ..pipeline.assemble import PageMissing, assemble_result
+from ..pipeline.assemble import PageMissing
 from ..pipeline.input_watch import changed_since_claim
 from ..pipeline.runner import Event, Opened, PageDone, PageFailed
 from ..pipeline.scheduler import PageScheduler, RunningJob
@@ -39,6 +39,7 @@ from .lifecycle import (
     decide_page_failed,
 )
 from .records import JobRecords, Saved
+from .result_writes import ResultWrites, ResultWritten
 from .terminal import TerminalJobs
 
 log = logging.getLogger("ocr_watcher")
@@ -56,6 +57,7 @@ class JobOwner:
         terminal: TerminalJobs,
         engine_name: Callable[[str], str],
         settle_seconds: Callable[[], float],
+        post: Callable[[ResultWritten], None] = lambda event: None,
     ) -> None:
         self.config = config  # replaced on reload
         self.store = store
@@ -68,6 +70,7 @@ class JobOwner:
         self.deferred = Deferred(scheduler)
         self.inputs = InputChanges(store, scheduler, settle_seconds)
         self.active: dict[str, ActiveJob] = {}
+        self.results = ResultWrites(store, post)  # `post`: onto the main loop's event queue
 
     def queued(self) -> int:
         return sum(1 for active in self.active.values() if active.meta.status is Status.QUEUED)
@@ -95,11 +98,13 @@ class JobOwner:
         return active
 
     # -- pipeline events -------------------------------------------------------------------------
-    def handle(self, event: Event, stopping: bool = False) -> None:
+    def handle(self, event: Event | ResultWritten, stopping: bool = False) -> None:
         active = self.active.get(event.job.job_id)
         if active is None or active.job is not event.job or active.meta.status.terminal:
             return  # a job we stopped working on (cancelled, taken over, finished)
-        if isinstance(event, Opened):
+        if isinstance(event, ResultWritten):
+            self._result_written(active, event)
+        elif isinstance(event, Opened):
             self._opened(active, event, stopping)
         elif isinstance(event, PageDone):
             self.storage.succeeded("page")
@@ -216,22 +221,29 @@ class JobOwner:
             self.finish(active, Status.FAILED, decision.error)
             return
         active.result_due = None
-        try:
-            markdown, result_meta = assemble_result(self.store, active.meta, job.failed)
-            self.records.write_result(job.job_id, markdown, result_meta)
-        except PageMissing as exc:
+        if not active.writing:  # copies: the writing thread reads them while this one goes on
+            active.writing = True
+            self.results.start(job, active.meta.model_copy(deep=True), dict(job.failed))
+
+    def _result_written(self, active: ActiveJob, event: ResultWritten) -> None:
+        job, exc = active.job, event.error
+        active.writing = False
+        if isinstance(exc, PageMissing):
             if self.store.missing() is None and not self.records.folder_deleted(job.job_id):
                 log.warning("%s: page %d's Markdown is gone; doing the page again", job.job_id, exc.page)
                 job.done.discard(exc.page)
                 self.scheduler.requeue(job, exc.page)
                 return
             self._result_waits(active, exc)  # the folder or the whole outbox is away
-            return
-        except OSError as exc:
+        elif isinstance(exc, OSError):
             self._result_waits(active, exc)
-            return
-        active.meta.warnings = [*active.notes, *result_meta["warnings"]][:100]
-        self.finish(active, Status.COMPLETED)
+        elif exc is not None or event.result_meta is None:
+            log.error("%s: internal error while writing the result; trying again", job.job_id, exc_info=exc)
+            active.result_due = time.monotonic() + STORAGE_RETRY_SECONDS
+        else:
+            self.storage.succeeded("result")
+            active.meta.warnings = [*active.notes, *event.result_meta["warnings"]][:100]
+            self.finish(active, Status.COMPLETED)
 
     def _result_waits(self, active: ActiveJob, exc: OSError) -> None:
         """The result could not be written: a deleted folder ends the job's run here; a full,
@@ -316,7 +328,8 @@ class JobOwner:
         paths = self.store.paths(job_id)
         if not paths.dir.exists():
             self.forget(job_id, "its folder was deleted (treated as cancel)")
-        elif paths.cancel.exists() and not active.meta.status.terminal:
+        elif paths.cancel.exists() and not active.meta.status.terminal and not active.writing:
+            # (A job whose result is being written has done every page: a cancel comes too late.)
             # Said now: on a full or read-only outbox the cancelled status is written only later.
             log.info("%s: cancel requested; no more of its pages are done", job_id)
             self.finish(active, Status.CANCELLED, CANCELLED)

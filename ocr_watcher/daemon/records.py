@@ -8,7 +8,6 @@ import logging
 import os
 from collections.abc import Callable
 from enum import Enum
-from typing import Any
 
 from ..spool.model import JobMeta, utc_now
 from ..spool.store import JobStore
@@ -52,10 +51,6 @@ class JobRecords:
             return Saved.WAITING
         self.storage.succeeded("metadata")
         return Saved.SAVED
-
-    def write_result(self, job_id: str, markdown: str, result_meta: dict[str, Any]) -> None:
-        self.store.write_result(job_id, markdown, result_meta)
-        self.storage.succeeded("result")
 
     def remove_result(self, job_id: str) -> None:
         try:

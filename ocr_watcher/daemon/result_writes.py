@@ -1,0 +1,57 @@
+"""A finished job's result (result.md, result_metadata.json) assembled and written on a few threads
+of its own: two fsyncs per job that the main loop used to wait for.
+
+The single-writer rule holds: while its result is being written a job is `ActiveJob.writing`, and
+nothing else writes those two files; metadata.json is never written here. What the write came to
+returns to the main thread as a `ResultWritten` event, where the job's owner completes the job (or
+makes it wait, or does a page again), as it did when the write was its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from ..pipeline.assemble import assemble_result
+from ..pipeline.scheduler import RunningJob
+from ..spool.model import JobMeta
+from ..spool.store import JobStore
+
+RESULT_THREADS = 4  # enough for the journal to commit several jobs' fsyncs together
+
+
+@dataclass(frozen=True)
+class ResultWritten:
+    job: RunningJob
+    result_meta: dict[str, Any] | None  # None when `error` says why it was not written
+    error: Exception | None = None
+
+
+class ResultWrites:
+    def __init__(self, store: JobStore, post: Callable[[ResultWritten], None]) -> None:
+        self.store = store
+        self._post = post  # onto the main loop's event queue
+        self._pool: ThreadPoolExecutor | None = None
+
+    def start(self, job: RunningJob, meta: JobMeta, failed: dict[int, str]) -> None:
+        """Write the result of `job`; `meta` and `failed` are copies the thread may read alone."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(RESULT_THREADS, thread_name_prefix="result")
+        self._pool.submit(self._write, job, meta, failed)
+
+    def wait(self) -> None:
+        """Let the writes running finish (at a stop); their events are on the queue afterwards."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _write(self, job: RunningJob, meta: JobMeta, failed: dict[int, str]) -> None:
+        try:
+            markdown, result_meta = assemble_result(self.store, meta, failed)
+            self.store.write_result(job.job_id, markdown, result_meta)
+        except Exception as exc:  # PageMissing, OSError, or a bug: the owner decides on the main thread
+            self._post(ResultWritten(job, None, exc))
+        else:
+            self._post(ResultWritten(job, result_meta))
