@@ -159,7 +159,9 @@ class JobOwner:
             pages = f"{job.pages_total} page{'s' if job.pages_total != 1 else ''}"
             log.info("%s: processing, %s (%d already done)", job.job_id, pages, len(job.done))
             active.previous = Status.QUEUED
-            self.save(active)
+            # Written by the next flush (within a second) with the first progress: a short job
+            # saves once, when it ends, and observers hear of both changes then (finish).
+            active.dirty = True
         if decision.schedule:
             self.scheduler.add(job)
         self._progress(active)
@@ -258,6 +260,10 @@ class JobOwner:
         active.job.cancelled = True  # nothing more of this job is processed
         if active.meta.status is Status.QUEUED and status is Status.COMPLETED:
             active.meta.transition(Status.PROCESSING)
+        if active.previous is not None and not active.meta.status.terminal:
+            # A start the flush had not written yet: observers hear of it before the end.
+            previous, active.previous = active.previous, None
+            self.hooks.on_job_status(active.meta, previous)
         active.previous = active.meta.status
         active.meta.transition(status, error=error)
         self._settle_terminal(active)
