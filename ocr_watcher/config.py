@@ -189,6 +189,9 @@ class HttpConfig(_Section):
         description="Bearer tokens for the job API; empty = no token needed. /health and /metrics stay open.",
     )
     max_upload_mb: float = Field(200, gt=0, description="Largest file accepted by POST /jobs/create, in MiB.")
+    public_url: str | None = Field(
+        None, description="The job API as clients reach it (https://ocr.example/): webhooks then carry result URLs."
+    )
 
     @field_validator("api_tokens")
     @classmethod
@@ -200,6 +203,29 @@ class HttpConfig(_Section):
         return value
 
 
+class WebhookConfig(_Section):
+    """A URL told of each job that ends (docs/webhooks.md); retried until `give_up_after_seconds`."""
+
+    url: str = Field(pattern=r"^https?://[^\s/]+", description="http:// or https:// address that takes the POST.")
+    secret: SecretStr | None = Field(None, description="HMAC-SHA256 key (16+ characters); null: unsigned.")
+    timeout_seconds: float = Field(10.0, gt=0, le=300, description="One attempt's limit.")
+    give_up_after_seconds: float = Field(86400.0, gt=0, description="Then the delivery is undeliverable.")
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+
+class CommandHookConfig(_Section):
+    """A program run once after each job that ends, with the job in its environment (OCRW_*)."""
+
+    argv: list[str] = Field(min_length=1, description="The program and its arguments (no shell).")
+    timeout_seconds: float = Field(60.0, gt=0, le=86400)
+
+
 class ProfileConfig(_Section):
     priority: int = Field(0, ge=-1000, le=1000)
     engine: EngineName | None = None
@@ -207,6 +233,9 @@ class ProfileConfig(_Section):
     dpi: int | None = Field(None, ge=50, le=1200)
     model: str | None = Field(None, description="vllm: a model other than vllm.model (the servers must serve it).")
     mode: VllmMode | None = Field(None, description="vllm: markdown, free or figure instead of vllm.mode.")
+    # null: the default profile's; [] turns them off for this profile.
+    webhooks: list[WebhookConfig] | None = None
+    command: CommandHookConfig | None = None
 
 
 class Config(_Section):
@@ -257,6 +286,18 @@ class Config(_Section):
 
     def profile(self, name: str) -> ProfileConfig:
         return self.profiles.get(name) or self.profiles.get("default") or ProfileConfig()
+
+    def webhooks(self, profile: str) -> list[WebhookConfig]:
+        """A profile's own webhooks, else the default profile's (a named profile inherits them)."""
+        own, default = self.profiles.get(profile), self.profiles.get("default")
+        chosen = own.webhooks if own is not None and own.webhooks is not None else None
+        return chosen if chosen is not None else (default.webhooks or [] if default is not None else [])
+
+    def command_hook(self, profile: str) -> CommandHookConfig | None:
+        own, default = self.profiles.get(profile), self.profiles.get("default")
+        if own is not None and own.command is not None:
+            return own.command
+        return default.command if default is not None else None
 
 
 def _parse_env_value(raw: str) -> Any:

@@ -8,9 +8,10 @@ the daemon must never stop it. Hooks are handed plain values (observe.py), never
 from __future__ import annotations
 
 import logging
+import queue
 from typing import Any
 
-from .observe import Report, Snapshot, Started
+from .observe import DeliveryEnded, JobDeleted, Report, Snapshot, Started
 from .spool.model import JobMeta, Status
 
 log = logging.getLogger("ocr_watcher.hooks")
@@ -23,6 +24,10 @@ class Hooks:
     def on_tick(self, snapshot: Snapshot) -> None:
         """Once per main-loop iteration (a few times a second): the loop is alive."""
 
+    def on_job_ending(self, meta: JobMeta) -> None:
+        """A job has reached its end and is about to be saved so: a hook that must not miss an
+        ending records it durably now (deliveries); on_job_status follows once it is saved."""
+
     def on_job_status(self, meta: JobMeta, previous: Status | None) -> None:
         """A job was created (previous None) or changed status; `meta` is already saved."""
 
@@ -31,6 +36,9 @@ class Hooks:
 
     def on_job_deleted(self, job_id: str, reason: str, size_bytes: int) -> None:
         """Retention removed a terminal job; reason: "age", "count" or "storage"."""
+
+    def on_delivery(self, kind: str, outcome: str) -> None:
+        """One try of a webhook or command ended (observe.DeliveryEnded)."""
 
     def on_storage_error(self, operation: str, error: str) -> None:
         """Writing to the outbox failed (full, read-only); operation: "page", "metadata" or "claim"."""
@@ -48,6 +56,16 @@ class Hooks:
         """What this hook found out for the others since it was last asked (retention: the jobs it
         deleted, the outbox's size); asked on the main thread after each on_tick and on_stop."""
         return []
+
+
+def drain(reports: queue.SimpleQueue) -> list[Report]:
+    """Everything a hook's background thread has queued for take_reports, without waiting."""
+    taken: list[Report] = []
+    while True:
+        try:
+            taken.append(reports.get_nowait())
+        except queue.Empty:
+            return taken
 
 
 class HookList(Hooks):
@@ -72,8 +90,14 @@ class HookList(Hooks):
     def on_tick(self, snapshot: Snapshot) -> None:
         self._each("on_tick", snapshot)
 
+    def on_job_ending(self, meta: JobMeta) -> None:
+        self._each("on_job_ending", meta)
+
     def on_job_status(self, meta: JobMeta, previous: Status | None) -> None:
         self._each("on_job_status", meta, previous)
+
+    def on_delivery(self, kind: str, outcome: str) -> None:
+        self._each("on_delivery", kind, outcome)
 
     def on_page(self, job_id: str, page: int, outcome: str, info: dict[str, Any]) -> None:
         self._each("on_page", job_id, page, outcome, info)
@@ -92,6 +116,13 @@ class HookList(Hooks):
 
     def on_exit(self, snapshot: Snapshot) -> None:
         self._each("on_exit", snapshot)
+
+    def hand_on(self, report: JobDeleted | DeliveryEnded) -> None:
+        """A report one hook made (take_reports), to every hook's own call for it."""
+        if isinstance(report, JobDeleted):
+            self.on_job_deleted(report.job_id, report.reason, report.size_bytes)
+        else:
+            self.on_delivery(report.kind, report.outcome)
 
     def take_reports(self) -> list[Report]:
         reports: list[Report] = []

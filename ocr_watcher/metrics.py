@@ -194,6 +194,11 @@ class Metrics:
         self.retention_deleted_bytes = counter(
             "retention_deleted_bytes_total", "Bytes freed by retention, by the rule.", ("reason",)
         )
+        self.deliveries = counter(
+            "deliveries_total",
+            "Tries of webhooks (delivered, retried, undeliverable) and commands (ok, failed, timeout).",
+            ("kind", "outcome"),
+        )
         # The job API
         self.uploads = counter(
             "api_uploads_total",
@@ -297,6 +302,9 @@ class MetricsHooks(Hooks):
     def on_storage_state(self, problem: str | None) -> None:
         self._storage_problem = problem
         self.metrics.outbox_writable.set(0 if problem else 1)
+
+    def on_delivery(self, kind: str, outcome: str) -> None:
+        self.metrics.deliveries.labels(kind=kind, outcome=outcome).inc()
 
     def on_job_deleted(self, job_id: str, reason: str, size_bytes: int) -> None:
         self.metrics.retention_deletions.labels(reason=reason).inc()

@@ -5,7 +5,7 @@ main loop and dependencies run one way (docs/architecture.md).
 - `Snapshot`: the daemon's state at one tick, read-only; every hook's on_tick gets a fresh one.
 - `Started`: on_start's argument: the first snapshot, plus what an observer that acts is lent (the
   job store for retention and the job API, `JobControl` for the API's requests to the main loop).
-- Reports (`JobDeleted`, `OutboxMeasured`): what a hook found out for the others; the service asks
+- Reports (`JobDeleted`, `OutboxMeasured`, `DeliveryEnded`): what a hook found out for the others; the service asks
   for them after each tick (Hooks.take_reports) and hands them on.
 """
 
@@ -136,4 +136,13 @@ class OutboxMeasured:
     size_bytes: int
 
 
-Report = JobDeleted | OutboxMeasured
+@dataclass(frozen=True, slots=True)
+class DeliveryEnded:
+    """One try of a delivery (ocr_watcher/deliveries): webhook "delivered", "retried" or
+    "undeliverable"; command "ok", "failed" or "timeout"."""
+
+    kind: str  # "webhook" or "command"
+    outcome: str
+
+
+Report = JobDeleted | OutboxMeasured | DeliveryEnded

@@ -34,7 +34,7 @@ from .engines.base import EngineUnavailable
 from .hooks import HookList
 from .intake.intake import Intake, claim_request
 from .intake.sniff import Sniff
-from .observe import JobDeleted, Snapshot, Started, snapshot_of
+from .observe import OutboxMeasured, Snapshot, Started, snapshot_of
 from .pipeline.runner import Event, Pipeline
 from .pipeline.scheduler import PageScheduler
 from .spool.claim import Claimer
@@ -319,10 +319,10 @@ class Service:
     def _take_reports(self) -> None:
         """What the hooks found out for each other (retention: deletions, the outbox's size)."""
         for report in self.hooks.take_reports():
-            if isinstance(report, JobDeleted):
-                self.hooks.on_job_deleted(report.job_id, report.reason, report.size_bytes)
-            else:
+            if isinstance(report, OutboxMeasured):
                 self.outbox_bytes = report.size_bytes
+            else:
+                self.hooks.hand_on(report)
 
     # -- heartbeats ------------------------------------------------------------------------------
     @property

@@ -40,6 +40,8 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
         f"{PACKAGE}.intake.sniff",
     ),
     f"{PACKAGE}.hooks": (f"{PACKAGE}.observe", f"{PACKAGE}.spool"),
+    # Webhooks and commands: an observer like the others, with the job store it is lent.
+    f"{PACKAGE}.deliveries": (f"{PACKAGE}.config", f"{PACKAGE}.hooks", f"{PACKAGE}.observe", f"{PACKAGE}.spool"),
 }
 # Modules only these may import: the daemon and its wiring sit at the top, under the CLI alone.
 ONLY_IMPORTED_BY: dict[str, tuple[str, ...]] = {
@@ -53,6 +55,7 @@ ONLY_IMPORTED_BY: dict[str, tuple[str, ...]] = {
     f"{PACKAGE}.notify": (f"{PACKAGE}.wiring",),
     f"{PACKAGE}.retention": (f"{PACKAGE}.wiring", f"{PACKAGE}.metrics", f"{PACKAGE}.cli"),  # cli: purge
     f"{PACKAGE}.http": (f"{PACKAGE}.wiring",),
+    f"{PACKAGE}.deliveries": (f"{PACKAGE}.wiring",),
 }
 
 

@@ -159,8 +159,7 @@ class JobOwner:
             pages = f"{job.pages_total} page{'s' if job.pages_total != 1 else ''}"
             log.info("%s: processing, %s (%d already done)", job.job_id, pages, len(job.done))
             active.previous = Status.QUEUED
-            # Written by the next flush (within a second) with the first progress: a short job
-            # saves once, when it ends, and observers hear of both changes then (finish).
+            # Saved by the next flush with the first progress; a short job's end comes first (finish).
             active.dirty = True
         if decision.schedule:
             self.scheduler.add(job)
@@ -271,6 +270,7 @@ class JobOwner:
     def _settle_terminal(self, active: ActiveJob) -> None:
         """A job that reached its end leaves the active set once that is on disk; while the outbox
         cannot be written (full, read-only) it stays, and the flush tries again."""
+        self.hooks.on_job_ending(active.meta)  # before the save: a delivery owed is never lost
         if not self.save(active):
             return
         job, meta = active.job, active.meta

@@ -9,7 +9,7 @@ import time
 from datetime import datetime
 
 from ..config import Config
-from ..hooks import Hooks
+from ..hooks import Hooks, drain
 from ..observe import OutboxMeasured, Report, Snapshot, Started
 from ..spool.model import utc_now
 from ..spool.store import JobStore
@@ -55,12 +55,7 @@ class RetentionHooks(Hooks):
             self._thread.join(timeout=2.0)  # a removal still running finishes from the trash next time
 
     def take_reports(self) -> list[Report]:
-        reports: list[Report] = []
-        while True:
-            try:
-                reports.append(self._reports.get_nowait())
-            except queue.Empty:
-                return reports
+        return drain(self._reports)
 
     # -- internals ---------------------------------------------------------------------------------
     def _due(self, config: Config) -> bool:

@@ -13,6 +13,7 @@ PAGES_DIR = "pages"
 IMAGES_DIR = "images"
 CANCEL = "CANCEL"
 RETRY = "RETRY"
+DELIVERIES = "deliveries.json"  # the job's webhook and command outcomes (ocr_watcher/deliveries)
 LEASE_PREFIX = ".lease-"
 
 
@@ -49,6 +50,10 @@ class JobPaths:
         return self.dir / CANCEL
 
     @property
+    def deliveries(self) -> Path:
+        return self.dir / DELIVERIES
+
+    @property
     def retry(self) -> Path:
         return self.dir / RETRY
 
@@ -81,6 +86,11 @@ class OutboxLayout:
     @property
     def workers(self) -> Path:
         return self.internal / "workers"
+
+    @property
+    def deliveries(self) -> Path:
+        """Deliveries (webhooks, commands) owed and not yet done: one file each, until it is done."""
+        return self.internal / "deliveries"
 
     @property
     def identity(self) -> Path:

@@ -1,0 +1,1 @@
+"""Telling others that a job ended: webhooks and a command per profile (docs/webhooks.md)."""

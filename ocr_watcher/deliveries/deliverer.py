@@ -1,0 +1,267 @@
+"""The deliveries of one daemon: recorded on the main thread as jobs end, carried out by a few
+threads of their own, so that a slow or absent receiver never holds up OCR.
+
+Each pending delivery is a file (records.py) written before its job's ending is saved; a thread
+takes it when due, tries once, and then removes it (done, or given up) or writes back its try count
+and waits (policy.next_try_in). A delivery whose ending was not confirmed in this run (found after a
+restart, or recorded just before a save that did not happen) is checked against the job's
+metadata.json first (policy.still_owed)."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from ..config import CommandHookConfig, Config, WebhookConfig
+from ..observe import DeliveryEnded
+from ..spool.model import JobMeta
+from ..spool.store import JobStore
+from . import policy
+from .records import COMMAND, WEBHOOK, Pending, PendingFolder, log_outcome
+from .send import post, run_command
+
+log = logging.getLogger("ocr_watcher.deliveries")
+SENDER_THREADS = 4
+UNCONFIRMED_CHECK_SECONDS = 2.0  # the save that confirms an ending comes right after its record
+NOT_ENDED_RECHECK_SECONDS = 30.0  # a job recorded as ending whose end is not on disk yet
+WRITE_RETRY_SECONDS = 30.0
+RECENTLY_DONE_KEPT = 4096
+UNWRITTEN_RETRY_SECONDS = 5.0
+
+
+class Deliverer:
+    def __init__(
+        self,
+        store: JobStore,
+        worker_id: str,
+        config: Callable[[], Config],
+        report: Callable[[DeliveryEnded], None],
+        owner_gone: Callable[[str], bool],
+    ) -> None:
+        self.store = store
+        self.worker_id = worker_id
+        self.config = config  # the running configuration (a reload changes targets and secrets)
+        self.report = report
+        self.owner_gone = owner_gone
+        self.folder = PendingFolder(store.layout, fsync=store.fsync)
+        self._due: list[tuple[float, int, Pending]] = []  # (when, order, pending); stale orders skipped
+        self._known: dict[str, tuple[Pending, int]] = {}  # by file name, not yet done: (it, its order)
+        self._recently_done: OrderedDict[str, None] = OrderedDict()  # a late record() is not a new one
+        self._unwritten: list[Pending] = []  # recorded while the outbox refused writes
+        self._order = 0
+        self._next_write_try = 0.0
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+        self._client = httpx.Client(follow_redirects=False)
+
+    # -- the main thread -----------------------------------------------------------------------
+    def targets(self, meta: JobMeta) -> list[Pending]:
+        config = self.config()
+        hooks, command = config.webhooks(meta.profile), config.command_hook(meta.profile)
+        if not hooks and command is None:
+            return []
+        body = policy.job_body(meta, str(self.store.paths(meta.job_id).dir.resolve()), config.http.public_url)
+        made = [self._pending(meta, WEBHOOK, hook.url, body) for hook in hooks]
+        if command is not None:
+            made.append(self._pending(meta, COMMAND, " ".join(command.argv), body))
+        return made
+
+    def record(self, meta: JobMeta, *, confirmed: bool) -> None:
+        """A job ends (or has just ended, `confirmed`): owe its deliveries, durably, once."""
+        for pending in self.targets(meta):
+            with self._cv:
+                if pending.name in self._recently_done:
+                    continue
+                known = self._known.get(pending.name)
+                if known is not None:
+                    held, order = known
+                    if confirmed and not held.confirmed:  # its save is done: no need to wait
+                        held.confirmed = True
+                        if order > 0:  # (a negative order: a thread has it now, and sees the flag)
+                            self._push(held, 0.0)
+                    continue
+            pending.confirmed = confirmed
+            try:
+                if not self.folder.exists(pending):
+                    self.folder.write(pending)
+            except OSError as exc:
+                log.warning("%s: cannot record its %s delivery yet: %s", meta.job_id, pending.kind, exc)
+                self._unwritten.append(pending)
+                continue
+            self._schedule(pending, 0.0 if confirmed else UNCONFIRMED_CHECK_SECONDS)
+
+    def retry_unwritten(self) -> None:
+        """(Main thread, each tick.) Record again what the outbox refused, every few seconds."""
+        if not self._unwritten or time.monotonic() < self._next_write_try:
+            return
+        self._next_write_try = time.monotonic() + UNWRITTEN_RETRY_SECONDS
+        waiting, self._unwritten = self._unwritten, []
+        for pending in waiting:
+            try:
+                self.folder.write(pending)
+            except OSError:
+                self._unwritten.append(pending)
+                continue
+            self._schedule(pending, 0.0)
+
+    def recover(self) -> int:
+        """At start: take up what this daemon owed before it stopped, and what a gone one owed."""
+        taken = 0
+        for pending in self.folder.all():
+            if pending.worker_id != self.worker_id and not self.owner_gone(pending.worker_id):
+                continue
+            if pending.worker_id != self.worker_id:
+                log.info("%s: taking over its %s delivery from %s", pending.job_id, pending.kind, pending.worker_id)
+                pending.worker_id = self.worker_id
+            self._schedule(pending, 0.0)
+            taken += 1
+        return taken
+
+    # -- the sender threads --------------------------------------------------------------------
+    def start(self) -> None:
+        for n in range(SENDER_THREADS):
+            thread = threading.Thread(target=self._serve, name=f"delivery-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, grace: float = 2.0) -> None:
+        """What is in flight gets `grace` to finish; what is left stays on disk for the next start."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        deadline = time.monotonic() + grace
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._client.close()
+
+    def pending_count(self) -> int:
+        with self._cv:
+            return len(self._known)
+
+    def _pending(self, meta: JobMeta, kind: str, target: str, body: dict) -> Pending:
+        return Pending(
+            delivery_id=body["delivery_id"],
+            job_id=meta.job_id,
+            attempt=meta.attempts,
+            kind=kind,
+            target=target,
+            profile=meta.profile,
+            worker_id=self.worker_id,
+            created_at=time.time(),
+            body=body,
+        )
+
+    def _schedule(self, pending: Pending, delay: float) -> None:
+        with self._cv:
+            self._push(pending, delay)
+
+    def _push(self, pending: Pending, delay: float) -> None:
+        """(Under the lock.) Due in `delay` seconds; an earlier schedule of the same one lapses."""
+        self._order += 1
+        self._known[pending.name] = (pending, self._order)
+        heapq.heappush(self._due, (time.monotonic() + delay, self._order, pending))
+        self._cv.notify()
+
+    def _take(self) -> Pending | None:
+        with self._cv:
+            while not self._stopping:
+                now = time.monotonic()
+                if self._due and self._due[0][0] <= now:
+                    _, order, pending = heapq.heappop(self._due)
+                    known = self._known.get(pending.name)
+                    if known is not None and known[1] == order:
+                        self._known[pending.name] = (pending, -order)  # taken: see record()
+                        return pending
+                    continue
+                self._cv.wait(None if not self._due else self._due[0][0] - now)
+            return None
+
+    def _serve(self) -> None:
+        while (pending := self._take()) is not None:
+            try:
+                self._try(pending)
+            except Exception:  # a bug in one delivery must not end the thread
+                log.exception("%s: internal error in its %s delivery", pending.job_id, pending.kind)
+                self._later(pending, WRITE_RETRY_SECONDS)
+
+    def _later(self, pending: Pending, delay: float) -> None:
+        with self._cv:
+            if not self._stopping:
+                self._push(pending, delay)
+
+    def _done(self, pending: Pending) -> None:
+        self.folder.remove(pending)
+        with self._cv:
+            self._known.pop(pending.name, None)
+            self._recently_done[pending.name] = None
+            while len(self._recently_done) > RECENTLY_DONE_KEPT:
+                self._recently_done.popitem(last=False)
+
+    def _try(self, pending: Pending) -> None:
+        if not pending.confirmed:
+            on_disk = self.store.try_load(pending.job_id)
+            if not policy.still_owed(pending.attempt, on_disk):  # its ending is not saved (yet)
+                self._later(pending, 0.0 if pending.confirmed else NOT_ENDED_RECHECK_SECONDS)
+                return
+            pending.confirmed = True
+        job_dir = self.store.paths(pending.job_id).dir
+        if pending.tries == 0:
+            log_outcome(job_dir, pending, "pending", {}, fsync=self.store.fsync)
+        if pending.kind == COMMAND:
+            self._run(pending, job_dir)
+        else:
+            self._send(pending, job_dir)
+
+    def _webhook(self, pending: Pending) -> WebhookConfig | None:
+        return next((h for h in self.config().webhooks(pending.profile) if h.url == pending.target), None)
+
+    def _send(self, pending: Pending, job_dir: Path) -> None:
+        hook = self._webhook(pending)
+        if hook is None:  # taken out of the configuration since: nobody to tell any more
+            self._finish(pending, job_dir, "undeliverable", {"error": "this webhook is no longer configured"})
+            return
+        secret = hook.secret.get_secret_value() if hook.secret else None
+        answer = post(self._client, pending, secret, hook.timeout_seconds)
+        pending.tries += 1
+        details = {"http_status": answer.status, "error": answer.error}
+        if policy.accepted(answer):
+            self._finish(pending, job_dir, "delivered", details)
+            return
+        age = time.time() - pending.created_at
+        delay = policy.next_try_in(answer, pending.tries, age, hook.give_up_after_seconds)
+        if delay is None:
+            log.warning("%s: webhook %s undeliverable after %d tries", pending.job_id, pending.target, pending.tries)
+            self._finish(pending, job_dir, "undeliverable", details)
+            return
+        pending.last_error = answer.error or f"HTTP {answer.status}"
+        self.report(DeliveryEnded(WEBHOOK, "retried"))
+        try:
+            self.folder.write(pending)  # the try count and last error survive a restart
+        except OSError:
+            pass  # the count is only advice; the delivery itself is on disk already
+        self._later(pending, delay)
+
+    def _run(self, pending: Pending, job_dir: Path) -> None:
+        command: CommandHookConfig | None = self.config().command_hook(pending.profile)
+        if command is None:
+            self._finish(pending, job_dir, "failed", {"error": "the command is no longer configured"})
+            return
+        pending.tries += 1
+        run = run_command(command.argv, pending, command.timeout_seconds)
+        if run.outcome != "ok":
+            log.warning("%s: command %s: %s (exit %s)", pending.job_id, pending.target, run.outcome, run.exit_code)
+        details = {"exit_code": run.exit_code, "output_tail": run.output_tail, "seconds": round(run.seconds, 3)}
+        self._finish(pending, job_dir, run.outcome, details)
+
+    def _finish(self, pending: Pending, job_dir: Path, outcome: str, details: dict) -> None:
+        log_outcome(job_dir, pending, outcome, details, fsync=self.store.fsync)
+        self._done(pending)
+        self.report(DeliveryEnded(pending.kind, outcome))

@@ -1,0 +1,128 @@
+"""Where deliveries are kept: a pending one as a file of its own in the outbox's hidden
+`deliveries/` folder (written before its job's ending is saved, removed once it is done), and each
+job's outcomes in its folder's deliveries.json. The pending folder holds only what is owed, so a
+restart finds it by listing one small folder, not by reading every job."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..spool.atomic import atomic_write_json, is_temp_name
+from ..spool.layout import DELIVERIES, OutboxLayout
+
+WEBHOOK = "webhook"
+COMMAND = "command"
+LOG_LIMIT = 50  # outcomes kept per job (a job retried many times keeps its latest)
+
+
+@dataclass
+class Pending:
+    """One delivery owed: to one webhook URL or the profile's command, for one ending of one job."""
+
+    delivery_id: str
+    job_id: str
+    attempt: int
+    kind: str  # WEBHOOK or COMMAND
+    target: str  # the URL, or the command's argv as one line (for people; the config holds the argv)
+    profile: str
+    worker_id: str  # the daemon that owes it; another takes it over once that one is gone
+    created_at: float  # unix time: the bounded retry time counts from here
+    body: dict[str, Any]
+    tries: int = 0
+    last_error: str | None = None
+    confirmed: bool = field(default=False, compare=False)  # in memory: its ending is known to be saved
+
+    @property
+    def name(self) -> str:
+        target = hashlib.sha256(self.target.encode()).hexdigest()[:12]
+        return f"{self.delivery_id}-{self.kind}-{target}.json"
+
+    def to_json(self) -> dict[str, Any]:
+        record = asdict(self)
+        record.pop("confirmed")
+        return record
+
+    @classmethod
+    def from_json(cls, record: Any) -> Pending | None:
+        try:
+            return cls(**record) if isinstance(record, dict) else None
+        except TypeError:
+            return None
+
+
+class PendingFolder:
+    def __init__(self, layout: OutboxLayout, *, fsync: bool) -> None:
+        self.folder = layout.deliveries
+        self.fsync = fsync
+
+    def exists(self, pending: Pending) -> bool:
+        return (self.folder / pending.name).exists()
+
+    def write(self, pending: Pending) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.folder / pending.name, pending.to_json(), fsync=self.fsync)
+
+    def remove(self, pending: Pending) -> None:
+        try:
+            os.unlink(self.folder / pending.name)
+        except FileNotFoundError:
+            pass
+
+    def all(self) -> list[Pending]:
+        """Every pending delivery on the outbox, any daemon's; unreadable files are skipped (a
+        half-written one never exists: writes are atomic)."""
+        try:
+            names = sorted(os.listdir(self.folder))
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            if is_temp_name(name) or not name.endswith(".json"):
+                continue
+            try:
+                pending = Pending.from_json(json.loads((self.folder / name).read_bytes()))
+            except (OSError, ValueError):
+                continue
+            if pending is not None:
+                found.append(pending)
+        return found
+
+
+def log_outcome(job_dir: Path, pending: Pending, state: str, details: dict[str, Any], *, fsync: bool) -> bool:
+    """Record a delivery's state in its job's deliveries.json ("pending" before the first try, then
+    the outcome); False when the job folder is gone (retention may delete an ended job first)."""
+    path = job_dir / DELIVERIES
+    try:
+        entries = json.loads(path.read_bytes()).get("deliveries", [])
+    except FileNotFoundError:
+        entries = []
+    except (OSError, ValueError, AttributeError):
+        entries = []  # unreadable: start it again rather than never record anything
+    key = (pending.delivery_id, pending.kind, pending.target)
+    entries = [e for e in entries if (e.get("delivery_id"), e.get("kind"), e.get("target")) != key]
+    entries.append(
+        {
+            "delivery_id": pending.delivery_id,
+            "kind": pending.kind,
+            "target": pending.target,
+            "event": pending.body.get("event"),
+            "attempt": pending.attempt,
+            "state": state,
+            "tries": pending.tries,
+            "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **details,
+        }
+    )
+    if not job_dir.is_dir():
+        return False
+    try:
+        atomic_write_json(path, {"deliveries": entries[-LOG_LIMIT:]}, fsync=fsync)
+    except FileNotFoundError:
+        return False
+    return True
