@@ -20,6 +20,7 @@ class Received:
     headers: dict[str, str]
     raw: bytes
     answered: int
+    path: str = ""
 
     @property
     def body(self) -> dict[str, Any]:
@@ -62,7 +63,7 @@ class Receiver:
                     seen = sum(1 for r in receiver.received if r.delivery_id == delivery)
                     code = 500 if seen < receiver.fail_first else receiver.status
                     headers = {k.lower(): v for k, v in self.headers.items()}
-                    receiver.received.append(Received(delivery, headers, raw, code))
+                    receiver.received.append(Received(delivery, headers, raw, code, self.path))
                 self.send_response(code)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

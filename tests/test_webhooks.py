@@ -53,6 +53,12 @@ def test_the_signature_is_hmac_sha256_over_timestamp_and_body() -> None:
     assert policy.SIGNATURE_HEADER not in policy.headers("d-1", "job.completed", body, 1, None)
 
 
+def test_a_webhook_url_is_shown_without_its_user_password_or_query() -> None:
+    assert policy.shown_target("https://u:pw@hooks.example:8443/in?token=abc#x") == "https://hooks.example:8443/in"
+    assert policy.shown_target("http://127.0.0.1/hook") == "http://127.0.0.1/hook"
+    assert policy.shown_target("/usr/bin/notify --job") == "/usr/bin/notify --job"
+
+
 def test_one_ending_is_one_delivery_id_and_a_retried_job_gets_a_new_one() -> None:
     job = "a.pdf_20261203_120000_0123abcd"
     assert policy.delivery_id(job, 1) == policy.delivery_id(job, 1)
@@ -130,8 +136,9 @@ def _drop_text_pdfs(tmp_path: Path, inbox: Path, n: int, prefix: str = "doc") ->
     return names
 
 
-def _hooked(receiver: Receiver, **extra) -> dict:
-    return {**FAST, "profiles": {"default": {"webhooks": [{"url": receiver.url, "secret": SECRET, **extra}]}}}
+def _hooked(receiver: Receiver, query: str = "", **extra) -> dict:
+    hook = {"url": receiver.url + query, "secret": SECRET, **extra}
+    return {**FAST, "profiles": {"default": {"webhooks": [hook]}}}
 
 
 def _wait_delivered(daemon: Daemon, receiver: Receiver, n: int, timeout: float = 120) -> None:
@@ -166,21 +173,27 @@ def _log_of(daemon: Daemon, job: dict) -> list[dict]:
 def test_a_receiver_that_fails_three_times_gets_each_ending_once_signed(tmp_path: Path) -> None:
     """Given a receiver that answers 500 to the first three tries of every delivery, when three
     jobs complete, then each job's one delivery id is accepted on the fourth try, every try is
-    signed, and the job folder, the metrics and nothing else show it (the secret appears nowhere)."""
+    signed, and the job folder, the job API, the metrics and nothing else show it (the secret
+    appears nowhere, nor does the token in the webhook URL's query)."""
     receiver = Receiver(fail_first=3).start()
     try:
-        with Daemon(tmp_path, **_hooked(receiver)) as daemon:
+        with Daemon(tmp_path, **_hooked(receiver, query="?token=tok-in-the-query")) as daemon:
             names = _drop_text_pdfs(tmp_path, daemon.inbox, 3)
             jobs = [daemon.wait_for_job(name, {"completed"}) for name in names]
             _wait_delivered(daemon, receiver, 3)
             _wait_metric(daemon, 3, "ocr_watcher_deliveries_total", kind="webhook", outcome="delivered")
             assert _metric(daemon, "ocr_watcher_deliveries_total", kind="webhook", outcome="retried") == 9
+            url = f"{daemon.http_url}/jobs/{jobs[0]['job_id']}"
+            (shown,) = json.loads(urllib.request.urlopen(url, timeout=10).read())["deliveries"]
+            assert shown["state"] == "delivered" and shown["target"] == receiver.url and shown["tries"] == 4
+            assert shown["delivery_id"] == policy.delivery_id(jobs[0]["job_id"], 1)
     finally:
         receiver.stop()
     want = {policy.delivery_id(job["job_id"], 1): job for job in jobs}
     assert receiver.accepted_ids() == set(want)
     assert len(receiver.accepted()) == 3 and len(receiver.received) == 12
     for got in receiver.received:
+        assert got.path == "/hook?token=tok-in-the-query"
         assert got.signature_ok(SECRET), got.headers
         assert not got.signature_ok("another-secret-entirely")
         body = got.body
@@ -193,7 +206,7 @@ def test_a_receiver_that_fails_three_times_gets_each_ending_once_signed(tmp_path
         assert entry["state"] == "delivered" and entry["tries"] == 4 and entry["http_status"] == 200
     assert not list((daemon.outbox / ".ocr-watcher" / "deliveries").glob("*.json"))  # nothing owed
     everything = daemon.log() + "".join(p.read_text() for p in daemon.outbox.rglob("*.json"))
-    assert SECRET not in everything
+    assert SECRET not in everything and "tok-in-the-query" not in everything
 
 
 def test_deliveries_owed_when_the_daemon_is_killed_are_made_after_its_restart(tmp_path: Path) -> None:

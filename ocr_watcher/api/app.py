@@ -37,6 +37,7 @@ from .views import (
     JobPage,
     JobView,
     Problem,
+    deliveries_view,
     job_view,
     parse_statuses,
 )
@@ -60,6 +61,14 @@ def read_metadata(store: JobStore, job_id: str) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("job_id") != job_id or doc.get("status") not in STATUSES:
         raise HTTPException(500, f"the metadata.json of job {job_id} is not a job's metadata")
     return doc
+
+
+def read_optional_json(path: Path) -> Any:
+    """A job folder's optional JSON file (deliveries.json), None when absent or unreadable."""
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
 
 
 def _file(path: Path, **kwargs: Any) -> FileResponse:
@@ -189,10 +198,12 @@ def job_router(ctx: ApiContext) -> APIRouter:
                 continue  # deleted since the index was refreshed
         return json_answer({"jobs": jobs, "total": total, "offset": offset, "limit": limit})
 
-    @router.get("/jobs/{job_id}", response_model=JobView, summary="Status and progress")
+    @router.get("/jobs/{job_id}", response_model=JobView, summary="Status, progress and deliveries")
     async def get_job(job_id: JobId) -> JSONResponse:
-        # async and a direct read: one small file from the page cache is quicker than a thread hop.
-        return json_answer(job_view(read_metadata(store, job_id)))
+        # async and a direct read: small files from the page cache are quicker than a thread hop.
+        view = job_view(read_metadata(store, job_id))
+        view["deliveries"] = deliveries_view(read_optional_json(store.paths(job_id).deliveries))
+        return json_answer(view)
 
     @router.get(
         "/jobs/{job_id}/download",

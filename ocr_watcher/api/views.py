@@ -29,6 +29,21 @@ class ErrorView(BaseModel):
     message: str
 
 
+class DeliveryView(BaseModel):
+    delivery_id: str
+    kind: str = Field(description="webhook or command.")
+    target: str = Field(description="The webhook URL without user, password or query; the command line.")
+    event: str | None = None
+    attempt: int = 1
+    state: str = Field(description="pending, delivered, undeliverable (webhook); ok, failed, timeout (command).")
+    tries: int = 0
+    updated_at: str | None = None
+    http_status: int | None = None
+    error: str | None = None
+    exit_code: int | None = None
+    output_tail: str | None = None
+
+
 class JobView(BaseModel):
     job_id: str
     status: Status
@@ -42,6 +57,9 @@ class JobView(BaseModel):
     attempts: int = 1
     error: ErrorView | None = None
     warnings: list[str] = Field(default_factory=list)
+    deliveries: list[DeliveryView] | None = Field(
+        None, description="Webhook and command outcomes of the job's endings; in GET /jobs/{job_id} only."
+    )
 
 
 class CreatedJob(BaseModel):
@@ -106,6 +124,35 @@ def job_view(meta: Mapping[str, Any]) -> dict[str, Any]:
         ),
         "warnings": [w for w in meta.get("warnings") or [] if isinstance(w, str)],
     }
+
+
+_DELIVERY_TEXT = ("delivery_id", "kind", "target", "state")
+_DELIVERY_OPTIONAL = {
+    "event": str,
+    "updated_at": str,
+    "http_status": int,
+    "error": str,
+    "exit_code": int,
+    "output_tail": str,
+}
+
+
+def deliveries_view(doc: Any) -> list[dict[str, Any]]:
+    """The entries of a job's deliveries.json that have the fields a DeliveryView needs."""
+    entries = doc.get("deliveries") if isinstance(doc, Mapping) else None
+    shown = []
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, Mapping) or not all(isinstance(entry.get(k), str) for k in _DELIVERY_TEXT):
+            continue
+        view: dict[str, Any] = {k: entry[k] for k in _DELIVERY_TEXT}
+        view["attempt"] = _int(entry.get("attempt"), 1)
+        view["tries"] = _int(entry.get("tries"))
+        for name, kind in _DELIVERY_OPTIONAL.items():
+            value = entry.get(name)
+            ok = isinstance(value, kind) and not isinstance(value, bool)
+            view[name] = value if ok else None
+        shown.append(view)
+    return shown
 
 
 def parse_statuses(raw: Iterable[str]) -> set[str]:

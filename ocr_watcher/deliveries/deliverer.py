@@ -24,7 +24,7 @@ from ..observe import DeliveryEnded
 from ..spool.model import JobMeta
 from ..spool.store import JobStore
 from . import policy
-from .records import COMMAND, WEBHOOK, Pending, PendingFolder, log_outcome
+from .records import COMMAND, WEBHOOK, Pending, PendingFolder, log_outcome, target_key
 from .send import post, run_command
 
 log = logging.getLogger("ocr_watcher.deliveries")
@@ -69,9 +69,10 @@ class Deliverer:
         if not hooks and command is None:
             return []
         body = policy.job_body(meta, str(self.store.paths(meta.job_id).dir.resolve()), config.http.public_url)
-        made = [self._pending(meta, WEBHOOK, hook.url, body) for hook in hooks]
+        made = [self._pending(meta, WEBHOOK, hook.url, body, shown=policy.shown_target(hook.url)) for hook in hooks]
         if command is not None:
-            made.append(self._pending(meta, COMMAND, " ".join(command.argv), body))
+            line = " ".join(command.argv)
+            made.append(self._pending(meta, COMMAND, line, body, shown=line))
         return made
 
     def record(self, meta: JobMeta, *, confirmed: bool) -> None:
@@ -146,13 +147,14 @@ class Deliverer:
         with self._cv:
             return len(self._known)
 
-    def _pending(self, meta: JobMeta, kind: str, target: str, body: dict) -> Pending:
+    def _pending(self, meta: JobMeta, kind: str, target: str, body: dict, *, shown: str) -> Pending:
         return Pending(
             delivery_id=body["delivery_id"],
             job_id=meta.job_id,
             attempt=meta.attempts,
             kind=kind,
-            target=target,
+            target=shown,
+            target_key=target_key(target),
             profile=meta.profile,
             worker_id=self.worker_id,
             created_at=time.time(),
@@ -221,7 +223,8 @@ class Deliverer:
             self._send(pending, job_dir)
 
     def _webhook(self, pending: Pending) -> WebhookConfig | None:
-        return next((h for h in self.config().webhooks(pending.profile) if h.url == pending.target), None)
+        hooks = self.config().webhooks(pending.profile)
+        return next((h for h in hooks if target_key(h.url) == pending.target_key), None)
 
     def _send(self, pending: Pending, job_dir: Path) -> None:
         hook = self._webhook(pending)
@@ -229,7 +232,7 @@ class Deliverer:
             self._finish(pending, job_dir, "undeliverable", {"error": "this webhook is no longer configured"})
             return
         secret = hook.secret.get_secret_value() if hook.secret else None
-        answer = post(self._client, pending, secret, hook.timeout_seconds)
+        answer = post(self._client, hook.url, pending, secret, hook.timeout_seconds)
         pending.tries += 1
         details = {"http_status": answer.status, "error": answer.error}
         if policy.accepted(answer):

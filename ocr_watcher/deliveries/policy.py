@@ -9,6 +9,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ..spool.layout import RESULT_MD, RESULT_METADATA
 from ..spool.model import JobMeta
@@ -28,6 +29,18 @@ _ROUTES = {"markdown": "download", "result_metadata": "metadata"}  # the job API
 
 def delivery_id(job_id: str, attempt: int) -> str:
     return str(uuid.uuid5(_ID_SPACE, f"{job_id}/{attempt}"))
+
+
+def shown_target(target: str) -> str:
+    """A webhook URL as it may be shown in a job folder and the job API: without a user, password or
+    query string, where receivers often carry a token; a command's line is shown as it is."""
+    parts = urlsplit(target)
+    if parts.scheme not in ("http", "https"):
+        return target
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def event_name(status: str) -> str:

@@ -29,7 +29,10 @@ class Pending:
     job_id: str
     attempt: int
     kind: str  # WEBHOOK or COMMAND
-    target: str  # the URL, or the command's argv as one line (for people; the config holds the argv)
+    # For people: the URL without user, password or query (a token there stays in the configuration),
+    # or the command's argv as one line. The configuration holds what is used.
+    target: str
+    target_key: str  # which configured webhook or command: a digest of its full URL or argv
     profile: str
     worker_id: str  # the daemon that owes it; another takes it over once that one is gone
     created_at: float  # unix time: the bounded retry time counts from here
@@ -40,8 +43,7 @@ class Pending:
 
     @property
     def name(self) -> str:
-        target = hashlib.sha256(self.target.encode()).hexdigest()[:12]
-        return f"{self.delivery_id}-{self.kind}-{target}.json"
+        return f"{self.delivery_id}-{self.kind}-{self.target_key}.json"
 
     def to_json(self) -> dict[str, Any]:
         record = asdict(self)
@@ -54,6 +56,10 @@ class Pending:
             return cls(**record) if isinstance(record, dict) else None
         except TypeError:
             return None
+
+
+def target_key(target: str) -> str:
+    return hashlib.sha256(target.encode()).hexdigest()[:12]
 
 
 class PendingFolder:

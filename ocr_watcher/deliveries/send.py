@@ -21,11 +21,11 @@ ENV_PREFIX = "OCRW_"
 _PRIVATE_ENV = "OCR_WATCHER_"
 
 
-def post(client: httpx.Client, pending: Pending, secret: str | None, timeout: float) -> Answer:
+def post(client: httpx.Client, url: str, pending: Pending, secret: str | None, timeout: float) -> Answer:
     body = body_bytes(pending.body)
     sent = headers(pending.delivery_id, str(pending.body.get("event")), body, int(time.time()), secret)
     try:
-        response = client.post(pending.target, content=body, headers=sent, timeout=timeout)
+        response = client.post(url, content=body, headers=sent, timeout=timeout)
     except httpx.HTTPError as exc:  # refused, reset, timed out, bad address: the receiver's trouble
         return Answer(error=f"{type(exc).__name__}: {exc}"[:500])
     return Answer(status=response.status_code, retry_after=parse_retry_after(response.headers.get("Retry-After")))
