@@ -238,6 +238,34 @@ def test_deliveries_owed_when_the_daemon_is_killed_are_made_after_its_restart(tm
         assert entry["state"] == "delivered" and entry["tries"] >= 2
 
 
+def test_a_peer_takes_over_the_deliveries_of_a_daemon_killed_on_a_shared_outbox(tmp_path: Path) -> None:
+    """Given two daemons on one outbox and a receiver that is down, when one of them is killed with
+    SIGKILL owing deliveries, then the other, still running, sends them once the dead one's
+    heartbeat lease has run out (without a restart of its own)."""
+    receiver = Receiver()
+    outbox = tmp_path / "outbox"
+    config = _hooked(receiver)
+    survivor = Daemon(tmp_path, "d2", inbox=tmp_path / "inbox2", outbox=outbox, **config).start()
+    doomed = Daemon(tmp_path, "d1", inbox=tmp_path / "inbox1", outbox=outbox, **config)
+    try:
+        doomed.start()
+        names = _drop_text_pdfs(tmp_path, doomed.inbox, 3)
+        jobs = [doomed.wait_for_job(name, {"completed"}) for name in names]
+        owed = outbox / ".ocr-watcher" / "deliveries"
+        doomed.wait_until(lambda: len(list(owed.glob("*.json"))) == 3, 30, "three deliveries owed on disk")
+        doomed.kill()
+        receiver.start()
+        # the lease (5 s) and the next look at the pending folder (every 30 s)
+        _wait_delivered(survivor, receiver, 3, timeout=90)
+        survivor.wait_until(lambda: not list(owed.glob("*.json")), 30, "nothing owed")
+        assert "taking over its webhook delivery from d1" in survivor.log()
+    finally:
+        doomed.stop()  # (already dead unless the test failed early)
+        survivor.stop()
+        receiver.stop()
+    assert receiver.accepted_ids() == {policy.delivery_id(job["job_id"], 1) for job in jobs}
+
+
 def test_a_slow_receiver_gets_every_one_of_a_hundred_endings(tmp_path: Path) -> None:
     receiver = Receiver(delay=0.3).start()
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import queue
 import socket
+import time
 
 from ..config import Config
 from ..hooks import Hooks, drain
@@ -15,6 +16,7 @@ from ..spool.workers import Heartbeats
 from .deliverer import Deliverer
 
 log = logging.getLogger("ocr_watcher.deliveries")
+RECOVER_SECONDS = 30.0  # how often the pending folder is looked at for a gone daemon's deliveries
 
 
 class DeliveryHooks(Hooks):
@@ -22,6 +24,7 @@ class DeliveryHooks(Hooks):
         self.config = config  # replaced by each tick's snapshot (a reload)
         self.deliverer: Deliverer | None = None
         self._reports: queue.SimpleQueue[DeliveryEnded] = queue.SimpleQueue()
+        self._next_recover = 0.0
 
     def on_start(self, started: Started) -> None:
         self.config = started.snapshot.config
@@ -36,11 +39,16 @@ class DeliveryHooks(Hooks):
         if taken:
             log.info("%d deliveries owed from before the start; sending them", taken)
         self.deliverer.start()
+        self._next_recover = time.monotonic() + RECOVER_SECONDS
 
     def on_tick(self, snapshot: Snapshot) -> None:
         self.config = snapshot.config
-        if self.deliverer is not None:
-            self.deliverer.retry_unwritten()
+        if self.deliverer is None:
+            return
+        self.deliverer.retry_unwritten()
+        if time.monotonic() >= self._next_recover:
+            self._next_recover = time.monotonic() + RECOVER_SECONDS
+            self.deliverer.recover()
 
     def on_job_ending(self, meta: JobMeta) -> None:
         if self.deliverer is not None:

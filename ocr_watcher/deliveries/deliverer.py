@@ -114,17 +114,29 @@ class Deliverer:
             self._schedule(pending, 0.0)
 
     def recover(self) -> int:
-        """At start: take up what this daemon owed before it stopped, and what a gone one owed."""
+        """At the start, and now and then: take up what this daemon owed before it stopped, and what
+        a daemon that is gone owed (a peer on a shared outbox that died while this one runs)."""
         taken = 0
-        for pending in self.folder.all():
-            if pending.worker_id != self.worker_id and not self.owner_gone(pending.worker_id):
-                continue
+        gone: dict[str, bool] = {}
+        for pending in self.folder.all(skip=self._in_hand):
             if pending.worker_id != self.worker_id:
+                if pending.worker_id not in gone:
+                    gone[pending.worker_id] = self.owner_gone(pending.worker_id)
+                if not gone[pending.worker_id]:
+                    continue
                 log.info("%s: taking over its %s delivery from %s", pending.job_id, pending.kind, pending.worker_id)
                 pending.worker_id = self.worker_id
+                try:  # so that a third daemon sees it taken (two takers would both send: at least once)
+                    self.folder.write(pending)
+                except OSError:
+                    pass
             self._schedule(pending, 0.0)
             taken += 1
         return taken
+
+    def _in_hand(self, name: str) -> bool:
+        with self._cv:
+            return name in self._known or name in self._recently_done
 
     # -- the sender threads --------------------------------------------------------------------
     def start(self) -> None:

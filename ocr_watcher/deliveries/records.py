@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,16 +81,16 @@ class PendingFolder:
         except FileNotFoundError:
             pass
 
-    def all(self) -> list[Pending]:
-        """Every pending delivery on the outbox, any daemon's; unreadable files are skipped (a
-        half-written one never exists: writes are atomic)."""
+    def all(self, skip: Callable[[str], bool] = lambda name: False) -> list[Pending]:
+        """Every pending delivery on the outbox, any daemon's, but those whose file name `skip`s;
+        unreadable files are skipped (a half-written one never exists: writes are atomic)."""
         try:
             names = sorted(os.listdir(self.folder))
         except FileNotFoundError:
             return []
         found = []
         for name in names:
-            if is_temp_name(name) or not name.endswith(".json"):
+            if is_temp_name(name) or not name.endswith(".json") or skip(name):
                 continue
             try:
                 pending = Pending.from_json(json.loads((self.folder / name).read_bytes()))
