@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 
 from .config import Config
 from .hooks import Hooks
@@ -60,6 +60,7 @@ class NotifyHooks(Hooks):
         self._last_watchdog = float("-inf")
         self._last_status_check = float("-inf")
         self._status_due = False
+        self._jobs: Mapping[Status, int] = {}
         self._status: str | None = None
         self._config: Config | None = None
         self._reloading = False
@@ -87,7 +88,10 @@ class NotifyHooks(Hooks):
             self._reloading = False
             self._finish_reload(snapshot, now)
             return
-        if self._status_due or now - self._last_status_check >= STATUS_INTERVAL_SECONDS:
+        # The jobs by status are compared each tick: a job's start is saved with its first progress,
+        # and a short job ends before then, so no status event marks its start.
+        if self._status_due or snapshot.jobs != self._jobs or now - self._last_status_check >= STATUS_INTERVAL_SECONDS:
+            self._jobs = snapshot.jobs
             self._update_status(snapshot, now)
 
     def on_job_status(self, meta: JobMeta, previous: Status | None) -> None:
