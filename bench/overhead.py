@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     Bench,
+    Daemon,
     Meter,
     drop_all,
     make_text_pdfs,
@@ -51,7 +53,10 @@ def config(max_queued: int) -> dict:
     }
 
 
-def one_run(n: int, max_queued: int, timeout: float, extra: dict) -> dict:
+def one_run(
+    n: int, max_queued: int, timeout: float, extra: dict, after: Callable[[Daemon], dict] | None = None
+) -> dict:
+    """One run; `after(daemon)`, while the daemon still runs, adds figures of its own (bench/webhooks.py)."""
     with temp_root(NAME) as root:
         sources = make_text_pdfs(root / "stage", n)
         with running(root, merge(config(max_queued), extra)) as daemon:
@@ -62,6 +67,7 @@ def one_run(n: int, max_queued: int, timeout: float, extra: dict) -> dict:
             drop_seconds = time.time() - first_drop
             jobs = wait_for_jobs(daemon.outbox, n, timeout=timeout, daemon=daemon)
             cpu = meter.read()
+            added = after(daemon) if after is not None else {}
     finished = {meta["source"]["name"]: parse_iso(meta["finished_at"]) for meta in jobs.values()}
     statuses = [meta["status"] for meta in jobs.values()]
     latencies = [finished[name] - dropped[name] - SETTLE for name in dropped]
@@ -81,6 +87,7 @@ def one_run(n: int, max_queued: int, timeout: float, extra: dict) -> dict:
         "cpu_children_ms_per_job": 1000 * cpu["cpu_children_s"] / n,
         "main_thread_busy": cpu["main_thread_busy"],
         "foreign_cores": cpu["foreign_cores"],
+        **added,
     }
 
 

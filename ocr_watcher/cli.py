@@ -213,6 +213,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  profile  {meta.profile} (priority {meta.priority}), engine {meta.engine.kind if meta.engine else '-'}")
     print(f"  created  {meta.created_at.isoformat()}  finished {meta.finished_at or '-'}")
     print(f"  worker   {meta.worker.id} (pid {meta.worker.pid}), attempts {meta.attempts}")
+    if not meta.status.terminal:
+        from .job_list import queue_line
+
+        print(f"  queue    {queue_line(store, meta)}")
     if meta.status is Status.COMPLETED:
         print(f"  result   {store.paths(meta.job_id).result_md}")
     return EXIT_OK
@@ -228,6 +232,9 @@ def wait_for(store: JobStore, job_ids: Sequence[str], timeout: float | None = No
     if interactive:
         from tqdm import tqdm
 
+        from .job_list import live_eta
+
+        eta_of = live_eta(store)
         for position, job_id in enumerate(job_ids):
             bars[job_id] = tqdm(total=None, desc=job_id[:40], unit="page", position=position, leave=True)
     try:
@@ -244,7 +251,7 @@ def wait_for(store: JobStore, job_ids: Sequence[str], timeout: float | None = No
                     bar = bars[job_id]
                     bar.total = meta.progress.pages_total
                     bar.n = meta.progress.pages_done + meta.progress.pages_failed
-                    bar.set_postfix_str(meta.status.value, refresh=True)
+                    bar.set_postfix_str(" ".join(filter(None, [meta.status.value, eta_of(meta)])), refresh=True)
                 else:
                     line = _summary_line(meta)
                     if last_line.get(job_id) != line:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
+from .eta.published import QueueFiles
 from .spool.ids import JOB_ID_PATTERN
 from .spool.model import JobMeta, utc_now
 from .spool.store import JobStore
@@ -50,16 +53,60 @@ def select(
     return found[:limit] if limit else found
 
 
-def age(moment: datetime, now: datetime) -> str:
-    """'42 s', '17 min', '5 h', '3 d': how long ago, in the largest unit that fits."""
-    seconds = max(0.0, (now - moment).total_seconds())
+def span(seconds: float) -> str:
+    """'42 s', '17 min', '5 h', '3 d': a length of time, in the largest unit that fits."""
+    seconds = max(0.0, seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return f"{int(seconds // size)} {unit}"
     return f"{int(seconds)} s"
 
 
-def row(meta: JobMeta, now: datetime) -> list[str]:
+def age(moment: datetime, now: datetime) -> str:
+    """How long ago."""
+    return span((now - moment).total_seconds())
+
+
+def eta_cell(eta: Mapping[str, Any] | None) -> str:
+    """The ETA column: 'in 3 min' (to the finish), 'starts in 40 s' while only the start is known."""
+    if eta is None:
+        return ""
+    if eta.get("seconds_to_finish") is not None:
+        return f"in {span(eta['seconds_to_finish'])}"
+    if eta.get("seconds_to_start") is not None:
+        return f"starts in {span(eta['seconds_to_start'])}"
+    return f"{eta.get('pages_ahead', 0)} pages ahead"
+
+
+def describe_eta(eta: Mapping[str, Any] | None) -> str:
+    """`ocr-watcher status`'s queue line."""
+    if eta is None:
+        return "no estimate (the daemon that holds it is not running, or has not published one yet)"
+    parts = [f"{eta.get('pages_ahead', 0)} pages of other jobs ahead"]
+    if eta.get("seconds_to_start") is not None:
+        parts.append(f"next page in {span(eta['seconds_to_start'])}")
+    if eta.get("seconds_to_finish") is not None:
+        parts.append(f"done in about {span(eta['seconds_to_finish'])} ({eta['estimated_finish']})")
+    elif eta.get("seconds_to_start") is None:
+        parts.append("no page measured yet to time it by")
+    return ", ".join(parts)
+
+
+def queue_line(store: JobStore, meta: JobMeta) -> str:
+    return describe_eta(QueueFiles(store.layout).eta(meta.worker.id, meta.job_id, time.time()))
+
+
+def live_eta(store: JobStore) -> Callable[[JobMeta], str]:
+    """For `ocr-watcher wait`'s bars: a job's ETA cell, read afresh at each call."""
+    estimates = QueueFiles(store.layout)
+
+    def cell(meta: JobMeta) -> str:
+        return "" if meta.status.terminal else eta_cell(estimates.eta(meta.worker.id, meta.job_id, time.time()))
+
+    return cell
+
+
+def row(meta: JobMeta, now: datetime, eta: Mapping[str, Any] | None = None) -> list[str]:
     progress = meta.progress
     total = "?" if progress.pages_total is None else str(progress.pages_total)
     error = f"{meta.error.type}: {meta.error.message}" if meta.error else ""
@@ -69,11 +116,12 @@ def row(meta: JobMeta, now: datetime) -> list[str]:
         f"{progress.pages_done}/{total}",
         f"{progress.percent:.0f}%",
         age(meta.created_at, now),
+        eta_cell(eta),
         error,
     ]
 
 
-HEADER = ["JOB", "STATUS", "PAGES", "DONE", "CLAIMED", "ERROR"]
+HEADER = ["JOB", "STATUS", "PAGES", "DONE", "CLAIMED", "ETA", "ERROR"]
 RIGHT_ALIGNED = {2, 3, 4}  # numbers line up on their last digit
 
 
@@ -101,7 +149,12 @@ def print_jobs(store: JobStore, status: str | None, limit: int | None, as_json: 
     elif not metas:
         print("no jobs", file=sys.stderr)
     else:
-        now = utc_now()
-        print("\n".join(table([row(meta, now) for meta in metas])))
+        now, estimates = utc_now(), QueueFiles(store.layout)
+
+        def eta(meta: JobMeta) -> Mapping[str, Any] | None:
+            return None if meta.status.terminal else estimates.eta(meta.worker.id, meta.job_id, now.timestamp())
+
+        rows = [row(meta, now, eta(meta)) for meta in metas]
+        print("\n".join(table(rows)))
         if limit and len(metas) == limit and len(ids) > limit:
             print(f"the newest {limit} of {len(ids)} jobs; --limit 0 lists all", file=sys.stderr)

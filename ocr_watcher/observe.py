@@ -12,7 +12,7 @@ main loop and dependencies run one way (docs/architecture.md).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -23,6 +23,7 @@ from .spool.model import Status
 if TYPE_CHECKING:
     from .engines.base import Engine
     from .intake.sniff import Sniff
+    from .pipeline.scheduler import QueueEntry
     from .spool.store import JobStore
 
 
@@ -49,6 +50,9 @@ class Snapshot:
     outbox_bytes: int | None  # as retention last measured the job folders; None until it has
     engines: tuple[EngineView, ...]
     reload_pending: bool = False  # a SIGHUP arrived; the reload runs right after this tick's hooks
+    # The jobs with work left, in the page queue's terms; asked (on the main thread) when wanted, as
+    # copying them each tick would cost the busy loop for nothing (ocr_watcher/eta asks each second).
+    queue: Callable[[], Sequence[QueueEntry]] = lambda: ()
 
     def count(self, status: Status) -> int:
         return self.jobs.get(status, 0)
@@ -78,6 +82,7 @@ def snapshot_of(
     outbox_bytes: int | None,
     engines: Mapping[Any, Engine],
     reload_pending: bool = False,
+    queue: Callable[[], Sequence[QueueEntry]] = lambda: (),
 ) -> Snapshot:
     """A Snapshot from the service's parts: `statuses` of the jobs in memory, `depth` as
     (jobs, pages) waiting, `engines` by the service's engine key."""
@@ -91,6 +96,7 @@ def snapshot_of(
         outbox_bytes=outbox_bytes,
         engines=tuple(EngineView(engine_label(key, e), e.name, e.health) for key, e in engines.items()),
         reload_pending=reload_pending,
+        queue=queue,
     )
 
 

@@ -294,8 +294,7 @@ class Service:
         return job_id
 
     def cancel_now(self, job_id: str) -> None:
-        """Main thread (via `call`): act on a CANCEL file at once when the job is ours; a job another
-        daemon runs is cancelled by that daemon when it sees the file."""
+        """Main thread (via `call`): act on a CANCEL file of our job at once (another daemon acts on its own)."""
         self.jobs.check_control(job_id)
 
     def retry_now(self, job_id: str) -> None:
@@ -314,6 +313,7 @@ class Service:
             outbox_bytes=self.outbox_bytes,
             engines=self.engines.engines,
             reload_pending=self._reload_requested,
+            queue=lambda: self.scheduler.queue_view([active.job for active in self.jobs.active.values()]),
         )
 
     def _take_reports(self) -> None:

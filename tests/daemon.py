@@ -363,3 +363,22 @@ def tesseract_calls(log: Path) -> list[tuple[str, int, int, float]]:
         if match:
             calls.append((match["job"], int(match["page"]), int(match["attempt"]), float(when)))
     return calls
+
+
+def slow_tesseract(folder: Path, seconds: float) -> Path:
+    """A `tesseract.command` that waits `seconds` before each page, then runs the real tesseract: a job
+    that stays in processing long enough to be cancelled, without burning CPU."""
+    from ocr_watcher.engines.tesseract import resolve_tesseract
+
+    real = resolve_tesseract(None)
+    assert real is not None, "no tesseract to wrap"
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapper = folder / "tesseract-slow"
+    env = " ".join(f"{key}={shlex.quote(value)}" for key, value in real.env.items())
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'case "$1" in -*) ;; *) sleep {seconds} ;; esac\n'  # probes (--version...) answer at once
+        f'{env} exec {shlex.quote(real.path)} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper

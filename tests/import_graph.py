@@ -38,10 +38,19 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
         f"{PACKAGE}.spool",
         f"{PACKAGE}.engines.base",
         f"{PACKAGE}.intake.sniff",
+        f"{PACKAGE}.pipeline.scheduler",
     ),
     f"{PACKAGE}.hooks": (f"{PACKAGE}.observe", f"{PACKAGE}.spool"),
     # Webhooks and commands: an observer like the others, with the job store it is lent.
     f"{PACKAGE}.deliveries": (f"{PACKAGE}.config", f"{PACKAGE}.hooks", f"{PACKAGE}.observe", f"{PACKAGE}.spool"),
+    # Estimates: an observer too; its readers (published) serve the job API and the CLI.
+    f"{PACKAGE}.eta": (
+        f"{PACKAGE}.config",
+        f"{PACKAGE}.hooks",
+        f"{PACKAGE}.observe",
+        f"{PACKAGE}.spool",
+        f"{PACKAGE}.pipeline.scheduler",
+    ),
 }
 # Modules only these may import: the daemon and its wiring sit at the top, under the CLI alone.
 ONLY_IMPORTED_BY: dict[str, tuple[str, ...]] = {
@@ -56,6 +65,7 @@ ONLY_IMPORTED_BY: dict[str, tuple[str, ...]] = {
     f"{PACKAGE}.retention": (f"{PACKAGE}.wiring", f"{PACKAGE}.metrics", f"{PACKAGE}.cli"),  # cli: purge
     f"{PACKAGE}.http": (f"{PACKAGE}.wiring",),
     f"{PACKAGE}.deliveries": (f"{PACKAGE}.wiring",),
+    f"{PACKAGE}.eta.daemon_hooks": (f"{PACKAGE}.wiring",),
 }
 
 

@@ -73,14 +73,16 @@ def test_a_status_filter_keeps_reading_until_enough_match() -> None:
 
 def test_table_columns_line_up_whatever_the_id_lengths() -> None:
     rows = [
-        ["short.pdf_20261202_090000_0000abcd", "completed", "12/12", "100%", "3 min", ""],
-        ["a much longer file name.pdf_20261202_090000_0000abcd", "failed", "0/?", "0%", "2 d", "not_a_pdf: no"],
+        ["short.pdf_20261202_090000_0000abcd", "completed", "12/12", "100%", "3 min", "", ""],
+        ["a much longer file name.pdf_20261202_090000_0000abcd", "failed", "0/?", "0%", "2 d", "", "not_a_pdf: no"],
+        ["queued.pdf_20261202_090000_0000abcd", "queued", "0/40", "0%", "5 s", "in 2 min", ""],
     ]
     lines = table(rows)
-    header, first, second = lines
+    header, first, second, third = lines
     for word in ("STATUS", "PAGES", "DONE", "CLAIMED"):
         column = header.index(word)
         assert first[column - 1] == " " and second[column - 1] == " ", (word, lines)
+    assert third.index("in 2 min") == header.index("ETA") and second.index("not_a_pdf") == header.index("ERROR")
     assert first.index("completed") == second.index("failed") == header.index("STATUS")
     # Numbers are right-aligned: their last characters line up under the header's.
     end = header.index("PAGES") + len("PAGES")
@@ -110,7 +112,7 @@ def test_the_command_prints_an_aligned_table_and_says_what_it_left_out(tmp_path:
     listed = jobs()
     assert listed.returncode == 0, listed.stderr
     header, *rows = listed.stdout.splitlines()
-    assert header.split() == ["JOB", "STATUS", "PAGES", "DONE", "CLAIMED", "ERROR"]
+    assert header.split() == ["JOB", "STATUS", "PAGES", "DONE", "CLAIMED", "ETA", "ERROR"]
     assert len(rows) == 50 and rows[0].startswith("x.pdf_") and "not_a_pdf: the file is not a PDF" in rows[0]
     assert {row.index("completed") for row in rows[1:]} == {rows[0].index("failed")} == {header.index("STATUS")}
     assert "the newest 50 of 61 jobs; --limit 0 lists all" in listed.stderr

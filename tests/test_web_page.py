@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .daemon import REPO, Daemon, drop
+from .daemon import REPO, Daemon, drop, slow_tesseract
 from .pdfgen import scanned_image, scanned_pdf
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
@@ -93,25 +92,6 @@ def screenshot(page: sync_api.Page, name: str) -> Path:
     data = path.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 1000, f"{path} is not a PNG screenshot"
     return path
-
-
-def slow_tesseract(folder: Path, seconds: float) -> Path:
-    """A `tesseract.command` that waits `seconds` before each page, then runs the real tesseract: a job
-    that stays in processing long enough to be cancelled, without burning CPU."""
-    from ocr_watcher.engines.tesseract import resolve_tesseract
-
-    real = resolve_tesseract(None)
-    assert real is not None, "no tesseract to wrap"
-    folder.mkdir(parents=True, exist_ok=True)
-    wrapper = folder / "tesseract-slow"
-    env = " ".join(f"{key}={shlex.quote(value)}" for key, value in real.env.items())
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        f'case "$1" in -*) ;; *) sleep {seconds} ;; esac\n'  # probes (--version...) answer at once
-        f'{env} exec {shlex.quote(real.path)} "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    return wrapper
 
 
 def unique_name(label: str) -> str:
@@ -276,9 +256,14 @@ def test_token_prompt_inbox_job_cancel_and_retry(tmp_path: Path, page: sync_api.
         job_id = row.get_attribute("data-job-id")
         assert job_id
 
-        # When: it is opened and cancelled from the page.
+        # When: it is opened. Then: next to its progress bar, the daemon's estimate of its end (the
+        # receipt's page, 1 s, is what it is timed by: a dozen pages, some seconds to go).
         row.click()
         expect(page.locator("#job-detail")).to_have_attribute("data-job-id", job_id)
+        to_go = re.compile(r"About \d+ (s|min) to go · done by ")
+        expect(page.locator("#detail-eta")).to_contain_text(to_go, timeout=15_000)
+
+        # When: it is cancelled from the page.
         expect(page.locator("#cancel")).to_be_enabled()
         expect(page.locator("#retry")).to_be_disabled()
         expect(page.locator("#download")).to_be_disabled()

@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
@@ -44,6 +45,7 @@ from .views import (
 
 log = logging.getLogger("ocr_watcher.api")
 MAX_PAGE_SIZE = 500
+ACTIVE_STATUSES = (Status.QUEUED.value, Status.PROCESSING.value)
 _FIGURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 
@@ -201,7 +203,12 @@ def job_router(ctx: ApiContext) -> APIRouter:
     @router.get("/jobs/{job_id}", response_model=JobView, summary="Status, progress and deliveries")
     async def get_job(job_id: JobId) -> JSONResponse:
         # async and a direct read: small files from the page cache are quicker than a thread hop.
-        view = job_view(read_metadata(store, job_id))
+        meta = read_metadata(store, job_id)
+        view = job_view(meta)
+        if meta["status"] in ACTIVE_STATUSES:
+            worker = meta.get("worker")
+            worker_id = worker.get("id") if isinstance(worker, dict) else None
+            view["eta"] = ctx.estimates.eta(str(worker_id), job_id, time.time()) if worker_id else None
         view["deliveries"] = deliveries_view(read_optional_json(store.paths(job_id).deliveries))
         return json_answer(view)
 

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from ..config import Config
+from ..eta.published import QueueFiles
 from ..observe import JobControl
 from ..spool.layout import InboxLayout
 from ..spool.store import JobStore
@@ -31,6 +32,7 @@ class ApiContext:
 
     def __post_init__(self) -> None:
         self.index = JobIndex(self.store)
+        self.estimates = QueueFiles(self.store.layout)
         self.index.warm_up()  # in the background: the first GET /jobs or /health need not wait for it
         self.uploads = InboxLayout(self.config().inbox).uploads
         if sweep_stale_uploads(self.uploads):

@@ -44,6 +44,15 @@ class DeliveryView(BaseModel):
     output_tail: str | None = None
 
 
+class EtaView(BaseModel):
+    pages_ahead: int = Field(description="Pages of other jobs to be done before this job's next page.")
+    estimated_start: str | None = Field(None, description="When its next page starts; null until pages were measured.")
+    estimated_finish: str | None = Field(None, description="When its last page is done; null until it has opened.")
+    seconds_to_start: float | None = None
+    seconds_to_finish: float | None = None
+    computed_at: str = Field(description="When the daemon running the job made the estimate (every second).")
+
+
 class JobView(BaseModel):
     job_id: str
     status: Status
@@ -57,6 +66,9 @@ class JobView(BaseModel):
     attempts: int = 1
     error: ErrorView | None = None
     warnings: list[str] = Field(default_factory=list)
+    eta: EtaView | None = Field(
+        None, description="Queued and processing jobs, in GET /jobs/{job_id} only (docs/eta.md)."
+    )
     deliveries: list[DeliveryView] | None = Field(
         None, description="Webhook and command outcomes of the job's endings; in GET /jobs/{job_id} only."
     )

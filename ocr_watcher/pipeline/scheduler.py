@@ -20,8 +20,10 @@ import heapq
 import itertools
 import threading
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 
 @dataclass(eq=False)
@@ -74,8 +76,29 @@ class PageTask:
 Task = OpenTask | PageTask
 
 
-def order_key(job: RunningJob, fast_lane_pages: int) -> tuple:
+class Ordered(Protocol):
+    job_id: str
+    priority: int
+    created_at: float
+    served: int
+
+
+def order_key(job: Ordered, fast_lane_pages: int) -> tuple:
+    """A job's place in the queue: what the scheduler serves by, and what ocr_watcher.eta simulates."""
     return (-job.priority, job.served >= fast_lane_pages, job.created_at, job.job_id)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """A job with work left, as `PageScheduler.queue_view` copies it for estimates."""
+
+    job_id: str
+    priority: int
+    created_at: float
+    served: int
+    engine: str
+    pending: int | None  # pages not handed out yet; None until the job has opened
+    in_flight: int
 
 
 class PageScheduler:
@@ -173,6 +196,24 @@ class PageScheduler:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+    def queue_view(self, jobs: Iterable[RunningJob]) -> list[QueueEntry]:
+        """Those of `jobs` (the daemon's) with work left, copied under the lock: the heap alone
+        misses jobs whose last pages are all handed out."""
+        with self._cond:
+            return [
+                QueueEntry(
+                    job.job_id,
+                    job.priority,
+                    job.created_at,
+                    job.served,
+                    job.engine,
+                    None if job.pages_total is None else len(job.pending),
+                    len(job.in_flight),
+                )
+                for job in jobs
+                if not job.cancelled and (job.pages_total is None or job.pending or job.in_flight)
+            ]
 
     def depth(self) -> tuple[int, int]:
         """(jobs, pages) waiting to be handed out."""

@@ -93,6 +93,11 @@ class OutboxLayout:
         return self.internal / "deliveries"
 
     @property
+    def queue(self) -> Path:
+        """Each running daemon's estimates for the jobs it holds (ocr_watcher/eta): <worker_id>.json."""
+        return self.internal / "queue"
+
+    @property
     def identity(self) -> Path:
         """A random token written once: tells this outbox from an empty folder in its place (an
         NFS mount that went away leaves its mount point behind)."""

@@ -1,0 +1,1 @@
+"""Queue position and ETA of claimed jobs (docs/eta.md)."""
