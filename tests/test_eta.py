@@ -47,19 +47,21 @@ def entry(job_id, pending, *, created=0.0, priority=0, served=0, in_flight=0, en
             {"text": 0.5},
             {"old": Estimate(2, 1.0, 3.0), "urgent": Estimate(0, 0.0, 1.0)},
         ),
-        # pages in flight are ahead of every page not handed out, and are waited for at the finish
+        # pages in flight are ahead of every page not handed out; a page is done a life after its
+        # hand-out (here, with no life measured, Little's law: 2 pages in flight at 1 s each)
         (
             [entry("running", 0, in_flight=2), entry("next", 3, created=1)],
             10,
             {"text": 1.0},
-            {"running": Estimate(0, 0.0, 2.0), "next": Estimate(2, 0.0, 5.0)},
+            {"running": Estimate(0, 0.0, 2.0), "next": Estimate(2, 0.0, 4.0)},
         ),
-        # not opened yet: its place is known, its pages (and so its finish) are not
+        # not opened yet: its place is known, its pages (and so its finish) are not; for those
+        # behind it, it is as long as the opened jobs are on average (here 4 pages)
         (
-            [entry("a", 2, created=1), entry("new", None, created=2)],
+            [entry("a", 2, created=1, served=4), entry("new", None, created=2), entry("c", 2, created=3)],
             0,
             {"text": 1.0},
-            {"a": Estimate(0, 0.0, 2.0), "new": Estimate(2, 2.0, None)},
+            {"a": Estimate(0, 0.0, 2.0), "new": Estimate(2, 2.0, None), "c": Estimate(6, 6.0, 8.0)},
         ),
         # nothing measured yet: positions only
         (
@@ -79,6 +81,13 @@ def entry(job_id, pending, *, created=0.0, priority=0, served=0, in_flight=0, en
 )
 def test_estimates(entries, fast_lane, costs, expected) -> None:
     assert estimate_queue(entries, fast_lane, costs) == expected
+
+
+def test_a_job_whose_last_pages_are_in_flight_ends_a_life_after_the_newest_was_handed_out() -> None:
+    running = QueueEntry("running", 0, 0.0, 5, "text", 0, 2, flight_ages=(1.5, 0.5))
+    after = entry("next", 3, created=1)
+    got = estimate_queue([running, after], 10, {"text": 1.0}, {"text": 2.0})
+    assert got == {"running": Estimate(0, 0.0, 1.5), "next": Estimate(2, 0.0, 4.0)}
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -111,14 +120,18 @@ def test_the_estimate_plays_the_queue_in_the_schedulers_own_order(seed: int) -> 
         assert got.finish_in == last[running.job_id]
 
 
-def test_a_page_costs_the_gap_to_the_previous_one_under_load_and_its_own_time_after_a_pause() -> None:
-    costs = PageCosts(window=3)
-    costs.page_done("tesseract", at=100.0, took=4.0)  # the first: its own time
-    costs.page_done("tesseract", at=101.0, took=4.0)  # four in parallel: one a second
-    costs.page_done("tesseract", at=102.0, took=4.0)
+def test_a_page_costs_the_busy_time_of_the_latest_pages_over_their_count() -> None:
+    costs = PageCosts(window=4)
+    costs.page_done("tesseract", at=100.0, took=2.0)  # the first, alone: its own time
     assert costs.seconds_per_page() == {"tesseract": pytest.approx(2.0)}
-    costs.page_done("tesseract", at=500.0, took=1.5)  # after a quiet spell: not the 398 s gap
-    assert costs.seconds_per_page() == {"tesseract": pytest.approx((1 + 1 + 1.5) / 3)}  # the window slid
+    costs.page_done("tesseract", at=100.0, took=2.0)  # a second one ran beside it: half each
+    assert costs.seconds_per_page() == {"tesseract": pytest.approx(1.0)}
+    costs.page_done("tesseract", at=500.0, took=3.0)  # after a quiet spell, which counts for nothing
+    assert costs.seconds_per_page() == {"tesseract": pytest.approx((2 + 3) / 3)}
+    costs.page_done("vllm", at=10.0, took=0.5)
+    for at in (501.0, 502.0, 503.0):  # under load, one every second: the window slides to them
+        costs.page_done("tesseract", at=at, took=3.0)
+    assert costs.seconds_per_page() == {"tesseract": pytest.approx(6 / 4), "vllm": pytest.approx(0.5)}
 
 
 def test_a_published_estimate_is_read_as_times_and_a_stale_one_is_not(tmp_path: Path) -> None:

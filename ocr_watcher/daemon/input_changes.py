@@ -52,6 +52,7 @@ class InputChanges:
             failed={},
             page_tries={},
             in_flight=set(),
+            handed_at={},
             served=0,
             opening=False,
             cancelled=False,

@@ -14,7 +14,8 @@ from .estimate import estimate_queue
 from .published import publish, queue_file, record, withdraw
 from .rates import PageCosts
 
-PUBLISH_SECONDS = 1.0
+PUBLISH_SECONDS = 1.0  # at least this often while there is work
+SOONEST_SECONDS = 0.25  # after a page ends: soon, so that a job's estimate follows its progress
 
 
 class EtaHooks(Hooks):
@@ -22,7 +23,8 @@ class EtaHooks(Hooks):
         self.costs = PageCosts()
         self._path: Path | None = None
         self._worker_id = ""
-        self._next = 0.0
+        self._next = 0.0  # monotonic time of the next publication
+        self._last = 0.0  # and of the latest
         self._shown = False  # the file lists jobs: an empty queue is published once, then withdrawn
 
     def on_start(self, started: Started) -> None:
@@ -34,16 +36,19 @@ class EtaHooks(Hooks):
             return
         took = sum(float(info.get(key) or 0.0) for key in ("seconds_render", "seconds_queue", "seconds_engine"))
         self.costs.page_done(info["engine"], time.monotonic(), took)
+        self._next = min(self._next, self._last + SOONEST_SECONDS)
 
     def on_tick(self, snapshot: Snapshot) -> None:
-        if self._path is None or time.monotonic() < self._next:
+        now = time.monotonic()
+        if self._path is None or now < self._next:
             return
-        self._next = time.monotonic() + PUBLISH_SECONDS
+        self._last, self._next = now, now + PUBLISH_SECONDS
         entries = snapshot.queue()
         if not entries and not self._shown:
             return
         costs = self.costs.seconds_per_page()
-        estimates = estimate_queue(entries, snapshot.config.pipeline.fast_lane_pages, costs)
+        lane = snapshot.config.pipeline.fast_lane_pages
+        estimates = estimate_queue(entries, lane, costs, self.costs.page_lives())
         publish(self._path, record(self._worker_id, time.time(), estimates, costs, snapshot.inbox_waiting))
         self._shown = bool(entries)
 

@@ -8,26 +8,38 @@ WINDOW_PAGES = 50  # the latest pages per engine: recent enough to follow a chan
 
 
 class PageCosts:
-    """A page's cost is the time since the engine's previous page finished, as long as that is not
-    longer than the page itself took (hand-out to done): under load that gap is the throughput's
-    share of each page (pages run side by side), and after a quiet spell the page's own time stands."""
+    """A page's cost is the wall time during which the engine's latest pages were being worked on
+    (the union of each page's life, hand-out to done), divided by their count. Pages run side by side,
+    so one page's own time would overstate it; quiet spells between pages are not in any page's life,
+    so they do not count either. Two pages that ran together from the start cost half their time each."""
 
     def __init__(self, window: int = WINDOW_PAGES) -> None:
         self.window = window
-        self._costs: dict[str, deque[float]] = {}
-        self._sums: dict[str, float] = {}
-        self._last_done: dict[str, float] = {}
+        self._lives: dict[str, deque[tuple[float, float]]] = {}
 
     def page_done(self, engine: str, at: float, took: float) -> None:
         """A page of `engine` finished at monotonic time `at`, `took` seconds after it was handed out."""
-        previous = self._last_done.get(engine)
-        self._last_done[engine] = at
-        cost = max(0.0, took if previous is None else min(at - previous, took))
-        costs = self._costs.setdefault(engine, deque())
-        costs.append(cost)
-        self._sums[engine] = self._sums.get(engine, 0.0) + cost
-        if len(costs) > self.window:
-            self._sums[engine] -= costs.popleft()
+        lives = self._lives.setdefault(engine, deque(maxlen=self.window))
+        lives.append((at - max(0.0, took), at))
 
     def seconds_per_page(self) -> dict[str, float]:
-        return {engine: max(0.0, self._sums[engine]) / len(costs) for engine, costs in self._costs.items() if costs}
+        return {engine: busy_seconds(lives) / len(lives) for engine, lives in self._lives.items() if lives}
+
+    def page_lives(self) -> dict[str, float]:
+        """Mean seconds from a page's hand-out to its end, per engine: when one handed out now is done."""
+        return {
+            engine: sum(end - start for start, end in lives) / len(lives)
+            for engine, lives in self._lives.items()
+            if lives
+        }
+
+
+def busy_seconds(spans: deque[tuple[float, float]] | list[tuple[float, float]]) -> float:
+    """The length of the union of (start, end) spans."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end <= reach:
+            continue
+        total += end - max(start, reach)
+        reach = end
+    return total

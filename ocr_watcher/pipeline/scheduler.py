@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class RunningJob:
     failed: dict[int, str] = field(default_factory=dict)
     page_tries: dict[int, int] = field(default_factory=dict)  # page -> tries so far (a job's runs are JobMeta.attempts)
     in_flight: set[int] = field(default_factory=set)
+    handed_at: dict[int, float] = field(default_factory=dict)  # page in flight -> monotonic hand-out time
     served: int = 0  # pages handed out, plus pages done before this run: drives the fast lane
     opening: bool = False
     cancelled: bool = False  # set by the main loop; workers drop this job's results
@@ -99,6 +101,7 @@ class QueueEntry:
     engine: str
     pending: int | None  # pages not handed out yet; None until the job has opened
     in_flight: int
+    flight_ages: tuple[float, ...] = ()  # seconds since each page in flight was handed out
 
 
 class PageScheduler:
@@ -168,6 +171,7 @@ class PageScheduler:
         """A page handed out came back (done or failed)."""
         with self._cond:
             job.in_flight.discard(page)
+            job.handed_at.pop(page, None)
 
     def hold_first(self, job: RunningJob, page: int) -> None:
         """A page to try again when the job runs next (at a stop: not handed out now)."""
@@ -200,6 +204,7 @@ class PageScheduler:
     def queue_view(self, jobs: Iterable[RunningJob]) -> list[QueueEntry]:
         """Those of `jobs` (the daemon's) with work left, copied under the lock: the heap alone
         misses jobs whose last pages are all handed out."""
+        now = time.monotonic()
         with self._cond:
             return [
                 QueueEntry(
@@ -210,6 +215,7 @@ class PageScheduler:
                     job.engine,
                     None if job.pages_total is None else len(job.pending),
                     len(job.in_flight),
+                    tuple(now - job.handed_at.get(page, now) for page in job.in_flight),
                 )
                 for job in jobs
                 if not job.cancelled and (job.pages_total is None or job.pending or job.in_flight)
@@ -279,6 +285,7 @@ class PageScheduler:
         else:
             page = job.pending.popleft()
             job.in_flight.add(page)
+            job.handed_at[page] = time.monotonic()
             job.served += 1
             try_number = job.page_tries.get(page, 0) + 1
             job.page_tries[page] = try_number
