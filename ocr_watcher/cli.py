@@ -18,6 +18,7 @@ import yaml
 
 from . import __version__
 from .config import EX_CONFIG, Config, ConfigError, load_config
+from .log_setup import setup_logging
 from .spool.atomic import fsync_dir
 from .spool.layout import CANCEL, RETRY
 from .spool.model import RETRYABLE, TERMINAL, JobMeta, Status
@@ -46,17 +47,6 @@ def _resolve(store: JobStore, prefix: str) -> str:
         return store.resolve(prefix)
     except (JobNotFound, AmbiguousJob) as exc:
         raise UsageError(str(exc)) from exc
-
-
-def setup_logging(level: str) -> None:
-    # journald adds its own timestamps; a terminal or a file needs ours.
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
-    logging.getLogger("uvicorn").setLevel(logging.WARNING)  # its start/stop lines repeat ours
-    # httpx logs every request at INFO: a line per page sent to vLLM would bury the journal.
-    logging.getLogger("httpx").setLevel(logging.DEBUG if level.lower() == "debug" else logging.WARNING)
 
 
 def _summary_line(meta: JobMeta) -> str:

@@ -42,7 +42,13 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     ),
     f"{PACKAGE}.hooks": (f"{PACKAGE}.observe", f"{PACKAGE}.spool"),
     # Webhooks and commands: an observer like the others, with the job store it is lent.
-    f"{PACKAGE}.deliveries": (f"{PACKAGE}.config", f"{PACKAGE}.hooks", f"{PACKAGE}.observe", f"{PACKAGE}.spool"),
+    f"{PACKAGE}.deliveries": (
+        f"{PACKAGE}.config",
+        f"{PACKAGE}.hooks",
+        f"{PACKAGE}.observe",
+        f"{PACKAGE}.spool",
+        f"{PACKAGE}.log_setup",
+    ),
     # Estimates: an observer too; its readers (published) serve the job API and the CLI.
     f"{PACKAGE}.eta": (
         f"{PACKAGE}.config",

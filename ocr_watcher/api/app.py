@@ -29,6 +29,7 @@ from ..spool.model import RETRYABLE, Status
 from ..spool.store import JobStore
 from .context import NO_STORE, ApiContext, json_answer
 from .create import create_from_upload
+from .idempotency import KEY_PATTERN
 from .render import CONTENT_SECURITY_POLICY, result_html
 from .views import (
     STATUS_QUERY_PATTERN,
@@ -145,12 +146,24 @@ def job_router(ctx: ApiContext) -> APIRouter:
         response_model=CreatedJob,
         summary="Upload a PDF or image; answers at once with the job id",
         responses={
-            400: _problem("No file, a malformed body, a truncated file or an unknown profile."),
+            400: _problem("No file, a malformed body, a truncated file, an unknown profile or a bad key."),
+            409: _problem("The first upload with this Idempotency-Key is still being claimed."),
             413: _problem("Larger than http.max_upload_mb."),
             415: _problem("Not multipart/form-data, or not a PDF or image."),
+            422: _problem("This Idempotency-Key came with another file first."),
             503: _problem("The daemon is stopping or cannot write to the inbox."),
         },
         openapi_extra={
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "description": "Sent again with the same key, the upload gets the first job (for 24 h), "
+                    "answered with the header Idempotent-Replayed: true.",
+                    "schema": {"type": "string", "pattern": KEY_PATTERN.pattern},
+                }
+            ],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -165,7 +178,7 @@ def job_router(ctx: ApiContext) -> APIRouter:
                         }
                     }
                 },
-            }
+            },
         },
     )
     async def create_job(request: Request) -> JSONResponse:

@@ -14,6 +14,7 @@ from ..eta.published import QueueFiles
 from ..observe import JobControl
 from ..spool.layout import InboxLayout
 from ..spool.store import JobStore
+from .idempotency import IdempotencyKeys
 from .index import JobIndex
 from .upload import sweep_stale_uploads
 
@@ -33,6 +34,7 @@ class ApiContext:
     def __post_init__(self) -> None:
         self.index = JobIndex(self.store)
         self.estimates = QueueFiles(self.store.layout)
+        self.keys = IdempotencyKeys(self.store.layout, fsync=self.store.fsync)
         self.index.warm_up()  # in the background: the first GET /jobs or /health need not wait for it
         self.uploads = InboxLayout(self.config().inbox).uploads
         if sweep_stale_uploads(self.uploads):

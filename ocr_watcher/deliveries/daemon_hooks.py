@@ -1,69 +1,133 @@
-"""Deliveries as a daemon hook: jobs that end are handed to the Deliverer, whose threads tell the
-receivers; what they achieved comes back as reports for the metrics."""
+"""Deliveries as a daemon hook: as jobs end, the Recorder writes what they owe (main thread, before
+the ending is saved); the delivery worker process (worker.py) is handed each one and tells the
+receivers; what it achieved comes back down its pipe as reports for the metrics."""
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
-import socket
+import subprocess
+import sys
+import threading
 import time
+from typing import IO, Any
 
 from ..config import Config
 from ..hooks import Hooks, drain
 from ..observe import DeliveryEnded, Report, Snapshot, Started
 from ..spool.model import JobMeta, Status
-from ..spool.workers import Heartbeats
-from .deliverer import Deliverer
+from .recorder import Recorder
+from .settings import settings_of
 
 log = logging.getLogger("ocr_watcher.deliveries")
-RECOVER_SECONDS = 30.0  # how often the pending folder is looked at for a gone daemon's deliveries
+RESTART_SECONDS = 5.0  # a worker that died is started again at most this often
+STOP_GRACE_SECONDS = 5.0
 
 
 class DeliveryHooks(Hooks):
     def __init__(self, config: Config) -> None:
         self.config = config  # replaced by each tick's snapshot (a reload)
-        self.deliverer: Deliverer | None = None
+        self.recorder: Recorder | None = None
         self._reports: queue.SimpleQueue[DeliveryEnded] = queue.SimpleQueue()
-        self._next_recover = 0.0
+        self._worker: subprocess.Popen[str] | None = None
+        self._argv: list[str] = []
+        self._sent_config: Config | None = None
+        self._next_start = 0.0
 
     def on_start(self, started: Started) -> None:
         self.config = started.snapshot.config
         store = started.store
-        beats = Heartbeats(
-            store.layout, started.control.worker_id, socket.gethostname(), self.config.jobs.heartbeat_lease_seconds
-        )
-        self.deliverer = Deliverer(
-            store, started.control.worker_id, lambda: self.config, self._reports.put, beats.is_gone
-        )
-        taken = self.deliverer.recover()
-        if taken:
-            log.info("%d deliveries owed from before the start; sending them", taken)
-        self.deliverer.start()
-        self._next_recover = time.monotonic() + RECOVER_SECONDS
+        self.recorder = Recorder(store, started.control.worker_id, lambda: self.config)
+        lease = self.config.jobs.heartbeat_lease_seconds
+        args = [str(store.root), started.control.worker_id, str(lease), "1" if store.fsync else "0"]
+        self._argv = [sys.executable, "-m", "ocr_watcher.deliveries.worker", *args, self.config.log_level]
+        self._start_worker()
 
     def on_tick(self, snapshot: Snapshot) -> None:
         self.config = snapshot.config
-        if self.deliverer is None:
+        if self.recorder is None:
             return
-        self.deliverer.retry_unwritten()
-        if time.monotonic() >= self._next_recover:
-            self._next_recover = time.monotonic() + RECOVER_SECONDS
-            self.deliverer.recover()
+        if self._worker is None or self._worker.poll() is not None:
+            if time.monotonic() >= self._next_start:
+                log.warning("the delivery worker is not running (exit %s); starting it again", self._exit_code())
+                self._start_worker()
+        elif self.config is not self._sent_config:
+            self._send({"settings": settings_of(self.config)})
+            self._sent_config = self.config
+        for name, confirmed in self.recorder.retry_unwritten():
+            self._owe(name, confirmed)
 
     def on_job_ending(self, meta: JobMeta) -> None:
-        if self.deliverer is not None:
-            self.deliverer.record(meta, confirmed=False)
+        if self.recorder is not None:
+            for name, confirmed in self.recorder.record(meta, confirmed=False):
+                self._owe(name, confirmed)
 
     def on_job_status(self, meta: JobMeta, previous: Status | None) -> None:
-        if self.deliverer is not None and meta.status.terminal:
-            self.deliverer.record(meta, confirmed=True)
+        if self.recorder is not None and meta.status.terminal:
+            for name, confirmed in self.recorder.record(meta, confirmed=True):
+                self._owe(name, confirmed)
 
     def on_exit(self, snapshot: Snapshot) -> None:
-        if self.deliverer is not None:
-            self.deliverer.stop()
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        if worker.stdin is not None:
+            try:
+                worker.stdin.close()  # its cue to finish what is in flight and stop
+            except OSError:
+                pass
+        try:
+            worker.wait(STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
 
     def take_reports(self) -> list[Report]:
         return drain(self._reports)
+
+    # -- the worker ----------------------------------------------------------------------------
+    def _start_worker(self) -> None:
+        self._next_start = time.monotonic() + RESTART_SECONDS
+        try:
+            worker = subprocess.Popen(
+                self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, close_fds=True
+            )
+        except OSError as exc:
+            log.warning("cannot start the delivery worker: %s", exc)
+            return
+        self._worker = worker
+        self._sent_config = self.config
+        self._send({"settings": settings_of(self.config)})
+        reader = threading.Thread(target=self._read, args=(worker.stdout,), name="delivery-reports", daemon=True)
+        reader.start()
+
+    def _read(self, out: IO[str] | None) -> None:
+        for line in out or ():
+            try:
+                report = json.loads(line)
+                self._reports.put(DeliveryEnded(str(report["kind"]), str(report["outcome"])))
+            except (ValueError, KeyError, TypeError):
+                log.warning("the delivery worker said something it should not: %r", line[:200])
+
+    def _owe(self, name: str, confirmed: bool) -> None:
+        """The worker reads the pending file itself: the daemon's main thread encodes nothing more."""
+        self._send({"owe": name, "confirmed": confirmed})
+
+    def _send(self, message: dict[str, Any]) -> None:
+        """A line down the worker's pipe. A worker that is gone misses it; its successor finds the
+        pending files (what it was told is on disk already)."""
+        worker = self._worker
+        if worker is None or worker.stdin is None:
+            return
+        try:
+            worker.stdin.write(json.dumps(message, separators=(",", ":")) + "\n")
+            worker.stdin.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _exit_code(self) -> int | None:
+        return None if self._worker is None else self._worker.poll()
 
 
 def make_hooks(config: Config) -> Hooks:

@@ -1,7 +1,8 @@
-"""The deliveries of one daemon: recorded on the main thread as jobs end, carried out by a few
-threads of their own, so that a slow or absent receiver never holds up OCR.
+"""The deliveries of one daemon, carried out in its delivery worker process (worker.py) by a few
+threads, so that neither a slow or absent receiver nor the work of telling it holds up OCR.
 
-Each pending delivery is a file (records.py) written before its job's ending is saved; a thread
+Each pending delivery is a file (records.py) the daemon wrote before its job's ending was saved
+(recorder.py) and then handed over; a thread
 takes it when due, tries once, and then removes it (done, or given up) or writes back its try count
 and waits (policy.next_try_in). A delivery whose ending was not confirmed in this run (found after a
 restart, or recorded just before a save that did not happen) is checked against the job's
@@ -19,13 +20,13 @@ from pathlib import Path
 
 import httpx
 
-from ..config import CommandHookConfig, Config, WebhookConfig
+from ..config import CommandHookConfig, WebhookConfig
 from ..observe import DeliveryEnded
-from ..spool.model import JobMeta
 from ..spool.store import JobStore
 from . import policy
 from .records import COMMAND, WEBHOOK, Pending, PendingFolder, log_outcome, target_key
 from .send import post, run_command
+from .settings import Settings
 
 log = logging.getLogger("ocr_watcher.deliveries")
 SENDER_THREADS = 4
@@ -33,7 +34,6 @@ UNCONFIRMED_CHECK_SECONDS = 2.0  # the save that confirms an ending comes right 
 NOT_ENDED_RECHECK_SECONDS = 30.0  # a job recorded as ending whose end is not on disk yet
 WRITE_RETRY_SECONDS = 30.0
 RECENTLY_DONE_KEPT = 4096
-UNWRITTEN_RETRY_SECONDS = 5.0
 
 
 class Deliverer:
@@ -41,77 +41,57 @@ class Deliverer:
         self,
         store: JobStore,
         worker_id: str,
-        config: Callable[[], Config],
+        settings: Callable[[], Settings],
         report: Callable[[DeliveryEnded], None],
         owner_gone: Callable[[str], bool],
     ) -> None:
         self.store = store
         self.worker_id = worker_id
-        self.config = config  # the running configuration (a reload changes targets and secrets)
+        self.settings = settings  # the running targets and secrets (a reload changes them)
         self.report = report
         self.owner_gone = owner_gone
         self.folder = PendingFolder(store.layout, fsync=store.fsync)
         self._due: list[tuple[float, int, Pending]] = []  # (when, order, pending); stale orders skipped
         self._known: dict[str, tuple[Pending, int]] = {}  # by file name, not yet done: (it, its order)
         self._recently_done: OrderedDict[str, None] = OrderedDict()  # a late record() is not a new one
-        self._unwritten: list[Pending] = []  # recorded while the outbox refused writes
         self._order = 0
-        self._next_write_try = 0.0
         self._cv = threading.Condition()
         self._stopping = False
         self._threads: list[threading.Thread] = []
         self._client = httpx.Client(follow_redirects=False)
 
-    # -- the main thread -----------------------------------------------------------------------
-    def targets(self, meta: JobMeta) -> list[Pending]:
-        config = self.config()
-        hooks, command = config.webhooks(meta.profile), config.command_hook(meta.profile)
-        if not hooks and command is None:
-            return []
-        body = policy.job_body(meta, str(self.store.paths(meta.job_id).dir.resolve()), config.http.public_url)
-        made = [self._pending(meta, WEBHOOK, hook.url, body, shown=policy.shown_target(hook.url)) for hook in hooks]
-        if command is not None:
-            line = " ".join(command.argv)
-            made.append(self._pending(meta, COMMAND, line, body, shown=line))
-        return made
-
-    def record(self, meta: JobMeta, *, confirmed: bool) -> None:
-        """A job ends (or has just ended, `confirmed`): owe its deliveries, durably, once."""
-        for pending in self.targets(meta):
-            with self._cv:
-                if pending.name in self._recently_done:
-                    continue
-                known = self._known.get(pending.name)
-                if known is not None:
-                    held, order = known
-                    if confirmed and not held.confirmed:  # its save is done: no need to wait
-                        held.confirmed = True
-                        if order > 0:  # (a negative order: a thread has it now, and sees the flag)
-                            self._push(held, 0.0)
-                    continue
+    # -- what the daemon hands over (the worker's pipe reader) -----------------------------------
+    def take(self, pending: Pending, confirmed: bool) -> None:
+        """A delivery the daemon recorded (its file is written); `confirmed`: its ending is saved."""
+        with self._cv:
+            if pending.name in self._recently_done:
+                return
+            known = self._known.get(pending.name)
+            if known is not None:
+                if confirmed:
+                    self._confirm_held(known)
+                return
             pending.confirmed = confirmed
-            try:
-                if not self.folder.exists(pending):
-                    self.folder.write(pending)
-            except OSError as exc:
-                log.warning("%s: cannot record its %s delivery yet: %s", meta.job_id, pending.kind, exc)
-                self._unwritten.append(pending)
-                continue
-            self._schedule(pending, 0.0 if confirmed else UNCONFIRMED_CHECK_SECONDS)
+            self._push(pending, 0.0 if confirmed else UNCONFIRMED_CHECK_SECONDS)
 
-    def retry_unwritten(self) -> None:
-        """(Main thread, each tick.) Record again what the outbox refused, every few seconds."""
-        if not self._unwritten or time.monotonic() < self._next_write_try:
-            return
-        self._next_write_try = time.monotonic() + UNWRITTEN_RETRY_SECONDS
-        waiting, self._unwritten = self._unwritten, []
-        for pending in waiting:
-            try:
-                self.folder.write(pending)
-            except OSError:
-                self._unwritten.append(pending)
-                continue
-            self._schedule(pending, 0.0)
+    def confirm(self, name: str) -> bool:
+        """The ending of the delivery filed as `name` is saved: no need to wait for it. False: not
+        held (new to this worker, or done)."""
+        with self._cv:
+            if name in self._recently_done:
+                return True
+            known = self._known.get(name)
+            if known is not None:
+                self._confirm_held(known)
+            return known is not None
+
+    def _confirm_held(self, known: tuple[Pending, int]) -> None:
+        """(Under the lock.)"""
+        held, order = known
+        if not held.confirmed:
+            held.confirmed = True
+            if order > 0:  # (a negative order: a thread has it now, and sees the flag)
+                self._push(held, 0.0)
 
     def recover(self) -> int:
         """At the start, and now and then: take up what this daemon owed before it stopped, and what
@@ -158,20 +138,6 @@ class Deliverer:
     def pending_count(self) -> int:
         with self._cv:
             return len(self._known)
-
-    def _pending(self, meta: JobMeta, kind: str, target: str, body: dict, *, shown: str) -> Pending:
-        return Pending(
-            delivery_id=body["delivery_id"],
-            job_id=meta.job_id,
-            attempt=meta.attempts,
-            kind=kind,
-            target=shown,
-            target_key=target_key(target),
-            profile=meta.profile,
-            worker_id=self.worker_id,
-            created_at=time.time(),
-            body=body,
-        )
 
     def _schedule(self, pending: Pending, delay: float) -> None:
         with self._cv:
@@ -227,15 +193,13 @@ class Deliverer:
                 return
             pending.confirmed = True
         job_dir = self.store.paths(pending.job_id).dir
-        if pending.tries == 0:
-            log_outcome(job_dir, pending, "pending", {}, fsync=self.store.fsync)
         if pending.kind == COMMAND:
             self._run(pending, job_dir)
         else:
             self._send(pending, job_dir)
 
     def _webhook(self, pending: Pending) -> WebhookConfig | None:
-        hooks = self.config().webhooks(pending.profile)
+        hooks = self.settings().webhooks(pending.profile)
         return next((h for h in hooks if target_key(h.url) == pending.target_key), None)
 
     def _send(self, pending: Pending, job_dir: Path) -> None:
@@ -257,6 +221,7 @@ class Deliverer:
             self._finish(pending, job_dir, "undeliverable", details)
             return
         pending.last_error = answer.error or f"HTTP {answer.status}"
+        log_outcome(job_dir, pending, "pending", details, fsync=False)  # to be tried again: for people
         self.report(DeliveryEnded(WEBHOOK, "retried"))
         try:
             self.folder.write(pending)  # the try count and last error survive a restart
@@ -265,7 +230,7 @@ class Deliverer:
         self._later(pending, delay)
 
     def _run(self, pending: Pending, job_dir: Path) -> None:
-        command: CommandHookConfig | None = self.config().command_hook(pending.profile)
+        command: CommandHookConfig | None = self.settings().command_hook(pending.profile)
         if command is None:
             self._finish(pending, job_dir, "failed", {"error": "the command is no longer configured"})
             return
@@ -277,6 +242,7 @@ class Deliverer:
         self._finish(pending, job_dir, run.outcome, details)
 
     def _finish(self, pending: Pending, job_dir: Path, outcome: str, details: dict) -> None:
-        log_outcome(job_dir, pending, outcome, details, fsync=self.store.fsync)
+        # Not synced: a record for people; the delivery itself is done (a lost line is not a lost delivery).
+        log_outcome(job_dir, pending, outcome, details, fsync=False)
         self._done(pending)
         self.report(DeliveryEnded(pending.kind, outcome))

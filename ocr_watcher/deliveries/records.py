@@ -10,11 +10,11 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..spool.atomic import atomic_write_json, is_temp_name
+from ..spool.atomic import atomic_write_bytes, atomic_write_json, is_temp_name
 from ..spool.layout import DELIVERIES, OutboxLayout
 
 WEBHOOK = "webhook"
@@ -47,9 +47,7 @@ class Pending:
         return f"{self.delivery_id}-{self.kind}-{self.target_key}.json"
 
     def to_json(self) -> dict[str, Any]:
-        record = asdict(self)
-        record.pop("confirmed")
-        return record
+        return {name: getattr(self, name) for name in _STORED}
 
     @classmethod
     def from_json(cls, record: Any) -> Pending | None:
@@ -59,8 +57,16 @@ class Pending:
             return None
 
 
+_STORED = tuple(f.name for f in fields(Pending) if f.name != "confirmed")
+
+
 def target_key(target: str) -> str:
     return hashlib.sha256(target.encode()).hexdigest()[:12]
+
+
+def pending_name(delivery_id: str, kind: str, target: str) -> str:
+    """The file name of the delivery `delivery_id` to `target` (a URL, or the command's line)."""
+    return f"{delivery_id}-{kind}-{target_key(target)}.json"
 
 
 class PendingFolder:
@@ -71,9 +77,19 @@ class PendingFolder:
     def exists(self, pending: Pending) -> bool:
         return (self.folder / pending.name).exists()
 
+    def read(self, name: str) -> Pending | None:
+        """One pending delivery by its file name; None once it is done (removed) or unreadable."""
+        if "/" in name or not name.endswith(".json"):
+            return None
+        try:
+            return Pending.from_json(json.loads((self.folder / name).read_bytes()))
+        except (OSError, ValueError):
+            return None
+
     def write(self, pending: Pending) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.folder / pending.name, pending.to_json(), fsync=self.fsync)
+        data = json.dumps(pending.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
+        atomic_write_bytes(self.folder / pending.name, data, fsync=self.fsync)
 
     def remove(self, pending: Pending) -> None:
         try:

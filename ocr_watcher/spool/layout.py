@@ -93,6 +93,11 @@ class OutboxLayout:
         return self.internal / "deliveries"
 
     @property
+    def idempotency(self) -> Path:
+        """The job API's Idempotency-Key records: one file per key (ocr_watcher/api/idempotency.py)."""
+        return self.internal / "idempotency"
+
+    @property
     def queue(self) -> Path:
         """Each running daemon's estimates for the jobs it holds (ocr_watcher/eta): <worker_id>.json."""
         return self.internal / "queue"
