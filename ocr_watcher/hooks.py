@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+from collections.abc import Callable
 from typing import Any
 
 from .observe import DeliveryEnded, JobDeleted, Report, Snapshot, Started
@@ -30,6 +31,12 @@ class Hooks:
 
     def on_job_status(self, meta: JobMeta, previous: Status | None) -> None:
         """A job was created (previous None) or changed status; `meta` is already saved."""
+
+    def ending_work(self, meta: JobMeta) -> Callable[[], None] | None:
+        """A job is about to complete as `meta` says, once its result is written: I/O this hook needs
+        on disk before that ending is saved (deliveries owed), to be run by the result thread instead
+        of the main one; on_job_ending still follows."""
+        return None
 
     def on_page(self, job_id: str, page: int, outcome: str, info: dict[str, Any]) -> None:
         """outcome: "done", "retried" or "failed"; info: the page's figures or its error."""
@@ -95,6 +102,25 @@ class HookList(Hooks):
 
     def on_job_status(self, meta: JobMeta, previous: Status | None) -> None:
         self._each("on_job_status", meta, previous)
+
+    def ending_work(self, meta: JobMeta) -> Callable[[], None] | None:
+        works = []
+        for hook in self.hooks:
+            try:
+                work = hook.ending_work(meta)
+            except Exception:
+                log.exception("hook %s.ending_work failed", type(hook).__name__)
+                continue
+            if work is not None:
+                works.append(work)
+        if not works:
+            return None
+
+        def all_of() -> None:
+            for work in works:
+                work()
+
+        return all_of
 
     def on_delivery(self, kind: str, outcome: str) -> None:
         self._each("on_delivery", kind, outcome)

@@ -136,6 +136,7 @@ def test_a_page_costs_the_busy_time_of_the_latest_pages_over_their_count() -> No
 
 def test_a_published_estimate_is_read_as_times_and_a_stale_one_is_not(tmp_path: Path) -> None:
     layout = OutboxLayout(tmp_path)
+    layout.internal.mkdir()  # as a daemon's start makes it
     estimates = {"a": Estimate(3, 2.0, 12.5), "b": Estimate(0, None, None)}
     publish(queue_file(layout, "w1"), record("w1", 1_000_000.0, estimates, {"text": 0.5}, inbox_waiting=4))
     files = QueueFiles(layout)

@@ -76,7 +76,7 @@ class IdempotencyKeys:
         """None: the key is the caller's now (claim, then `record` or `release`); else the job id of
         the first upload with this key. Raises KeyReused or KeyBusy."""
         path = self.path(key)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(exist_ok=True)  # not its parent: an outbox without one is not ours
         deadline = time.monotonic() + WAIT_SECONDS
         while True:
             try:

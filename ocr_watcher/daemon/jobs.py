@@ -34,6 +34,7 @@ from .lifecycle import (
     RunLater,
     StartOver,
     WaitForStorage,
+    completed_copy,
     decide_complete,
     decide_opened,
     decide_page_failed,
@@ -223,8 +224,8 @@ class JobOwner:
             return
         active.result_due = None
         if not active.writing:  # copies: the writing thread reads them while this one goes on
-            active.writing = True
-            self.results.start(job, active.meta.model_copy(deep=True), dict(job.failed))
+            active.writing, work = True, self.hooks.ending_work(completed_copy(active.meta))
+            self.results.start(job, active.meta.model_copy(deep=True), dict(job.failed), work)
 
     def _result_written(self, active: ActiveJob, event: ResultWritten) -> None:
         job, exc = active.job, event.error

@@ -35,11 +35,14 @@ class ResultWrites:
         self._post = post  # onto the main loop's event queue
         self._pool: ThreadPoolExecutor | None = None
 
-    def start(self, job: RunningJob, meta: JobMeta, failed: dict[int, str]) -> None:
-        """Write the result of `job`; `meta` and `failed` are copies the thread may read alone."""
+    def start(
+        self, job: RunningJob, meta: JobMeta, failed: dict[int, str], then: Callable[[], None] | None = None
+    ) -> None:
+        """Write the result of `job`; `meta` and `failed` are copies the thread may read alone;
+        `then`: the observers' I/O due before the completion is saved (Hooks.ending_work)."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(RESULT_THREADS, thread_name_prefix="result")
-        self._pool.submit(self._write, job, meta, failed)
+        self._pool.submit(self._write, job, meta, failed, then)
 
     def wait(self) -> None:
         """Let the writes running finish (at a stop); their events are on the queue afterwards."""
@@ -47,10 +50,12 @@ class ResultWrites:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def _write(self, job: RunningJob, meta: JobMeta, failed: dict[int, str]) -> None:
+    def _write(self, job: RunningJob, meta: JobMeta, failed: dict[int, str], then: Callable[[], None] | None) -> None:
         try:
             markdown, result_meta = assemble_result(self.store, meta, failed)
             self.store.write_result(job.job_id, markdown, result_meta)
+            if then is not None:
+                then()
         except Exception as exc:  # PageMissing, OSError, or a bug: the owner decides on the main thread
             self._post(ResultWritten(job, None, exc))
         else:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 from ..config import Config
@@ -57,6 +58,10 @@ class DeliveryHooks(Hooks):
             self._sent_config = self.config
         for name, confirmed in self.recorder.retry_unwritten():
             self._owe(name, confirmed)
+
+    def ending_work(self, meta: JobMeta) -> Callable[[], None] | None:
+        """A completion's pending files, written by the result thread: no fsync on the main one."""
+        return self.recorder.prepare(meta) if self.recorder is not None else None
 
     def on_job_ending(self, meta: JobMeta) -> None:
         if self.recorder is not None:

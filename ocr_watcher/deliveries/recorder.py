@@ -5,6 +5,7 @@ then handed to the delivery worker process, which does the rest (deliverer.py)."
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -26,7 +27,10 @@ class Recorder:
         self.worker_id = worker_id
         self.config = config
         self.folder = PendingFolder(store.layout, fsync=store.fsync)
-        self._written: OrderedDict[str, None] = OrderedDict()
+        # name -> the status its file's body tells: an ending prepared as completed but saved as
+        # failed is written again. Result threads add to it (prepare), hence the lock.
+        self._written: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
         self._unwritten: list[tuple[Pending, bool]] = []  # recorded while the outbox refused writes
         self._next_write_try = 0.0
 
@@ -52,22 +56,40 @@ class Recorder:
             names.append(pending_name(delivery, COMMAND, " ".join(command.argv)))
         return names
 
+    def prepare(self, meta: JobMeta) -> Callable[[], None] | None:
+        """For a completion not saved yet: its deliveries made now (main thread), their files written
+        by the caller's thread (the result writer's; an OSError there holds the completion back)."""
+        made = self.targets(meta)
+        if not made:
+            return None
+
+        def write() -> None:
+            for pending in made:
+                self.folder.write(pending)
+                self._remember(pending.name, meta.status.value)
+
+        return write
+
     def record(self, meta: JobMeta, *, confirmed: bool) -> list[tuple[str, bool]]:
         """A job ends (or has just ended, `confirmed`): owe its deliveries, durably, once. Returns
         what to hand to the worker: (pending file name, whether its ending is saved)."""
-        names = self.names(meta)
-        if all(name in self._written for name in names):  # the confirmation of a recorded ending
+        names, status = self.names(meta), meta.status.value
+        with self._lock:
+            ready = all(self._written.get(name) == status for name in names)
+        if ready:  # prepared, or the confirmation of a recorded ending
             return [(name, confirmed) for name in names]
         handed = []
         for pending in self.targets(meta):
-            if pending.name not in self._written:
+            with self._lock:
+                written = self._written.get(pending.name) == status
+            if not written:
                 try:
                     self.folder.write(pending)
                 except OSError as exc:
                     log.warning("%s: cannot record its %s delivery yet: %s", meta.job_id, pending.kind, exc)
                     self._unwritten.append((pending, confirmed))
                     continue
-                self._remember(pending.name)
+                self._remember(pending.name, status)
             handed.append((pending.name, confirmed))
         return handed
 
@@ -83,14 +105,16 @@ class Recorder:
             except OSError:
                 self._unwritten.append((pending, confirmed))
                 continue
-            self._remember(pending.name)
+            self._remember(pending.name, pending.body.get("status", ""))
             written.append((pending.name, confirmed))
         return written
 
-    def _remember(self, name: str) -> None:
-        self._written[name] = None
-        while len(self._written) > WRITTEN_KEPT:
-            self._written.popitem(last=False)
+    def _remember(self, name: str, status: str) -> None:
+        with self._lock:
+            self._written[name] = status
+            self._written.move_to_end(name)
+            while len(self._written) > WRITTEN_KEPT:
+                self._written.popitem(last=False)
 
     def _pending(self, meta: JobMeta, kind: str, target: str, body: dict, shown: str) -> Pending:
         return Pending(

@@ -87,7 +87,7 @@ class PendingFolder:
             return None
 
     def write(self, pending: Pending) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(exist_ok=True)  # not its parent: an outbox without one is not ours
         data = json.dumps(pending.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
         atomic_write_bytes(self.folder / pending.name, data, fsync=self.fsync)
 

@@ -3,6 +3,7 @@ forward every PUBLISH_SECONDS, and the result published for the job API and the 
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from .estimate import estimate_queue
 from .published import publish, queue_file, record, withdraw
 from .rates import PageCosts
 
+log = logging.getLogger("ocr_watcher.eta")
 PUBLISH_SECONDS = 1.0  # at least this often while there is work
 SOONEST_SECONDS = 0.25  # after a page ends: soon, so that a job's estimate follows its progress
 
@@ -49,12 +51,19 @@ class EtaHooks(Hooks):
         costs = self.costs.seconds_per_page()
         lane = snapshot.config.pipeline.fast_lane_pages
         estimates = estimate_queue(entries, lane, costs, self.costs.page_lives())
-        publish(self._path, record(self._worker_id, time.time(), estimates, costs, snapshot.inbox_waiting))
+        try:
+            publish(self._path, record(self._worker_id, time.time(), estimates, costs, snapshot.inbox_waiting))
+        except OSError as exc:  # the outbox is full, read-only or away: the daemon says so elsewhere
+            log.debug("cannot publish the estimates: %s", exc)
+            return
         self._shown = bool(entries)
 
     def on_exit(self, snapshot: Snapshot) -> None:
         if self._path is not None:
-            withdraw(self._path)
+            try:
+                withdraw(self._path)
+            except OSError:
+                pass
 
 
 def make_hooks(config: Config) -> Hooks:

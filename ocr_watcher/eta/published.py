@@ -45,8 +45,10 @@ def record(
 
 
 def publish(path: Path, document: dict[str, Any]) -> None:
-    """No fsync: it is advice, remade within seconds, and a crash makes it stale anyway."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """No fsync: it is advice, remade within seconds, and a crash makes it stale anyway. Only the
+    last folder is made: an outbox without its .ocr-watcher folder is not ours (a mount point left
+    behind), and nothing is written into it."""
+    path.parent.mkdir(exist_ok=True)
     atomic_write_json(path, document, fsync=False)
 
 
