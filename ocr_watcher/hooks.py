@@ -33,9 +33,10 @@ class Hooks:
         """A job was created (previous None) or changed status; `meta` is already saved."""
 
     def ending_work(self, meta: JobMeta) -> Callable[[], None] | None:
-        """A job is about to complete as `meta` says, once its result is written: I/O this hook needs
-        on disk before that ending is saved (deliveries owed), to be run by the result thread instead
-        of the main one; on_job_ending still follows."""
+        """The job of `meta` (its record now) completes once its result is written: I/O this hook
+        needs on disk before that ending is saved (deliveries owed), to be run by the thread that
+        writes the result instead of the main one; on_job_ending still follows. The record as it
+        will be: spool.model.completed_copy (a deep copy: made only by a hook that needs it)."""
         return None
 
     def on_page(self, job_id: str, page: int, outcome: str, info: dict[str, Any]) -> None:

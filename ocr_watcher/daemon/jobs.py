@@ -34,7 +34,6 @@ from .lifecycle import (
     RunLater,
     StartOver,
     WaitForStorage,
-    completed_copy,
     decide_complete,
     decide_opened,
     decide_page_failed,
@@ -224,7 +223,7 @@ class JobOwner:
             return
         active.result_due = None
         if not active.writing:  # copies: the writing thread reads them while this one goes on
-            active.writing, work = True, self.hooks.ending_work(completed_copy(active.meta))
+            active.writing, work = True, self.hooks.ending_work(active.meta)
             self.results.start(job, active.meta.model_copy(deep=True), dict(job.failed), work)
 
     def _result_written(self, active: ActiveJob, event: ResultWritten) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ..pipeline.input_watch import InputStamp
-from ..spool.model import RETRYABLE, JobError, JobMeta, Status
+from ..spool.model import RETRYABLE, JobError, Status
 
 
 # -- decisions -------------------------------------------------------------------------------------
@@ -182,14 +182,3 @@ def decide_retry(status: Status | None) -> RetryAsked:
     if status in RETRYABLE:
         return RetryAsked.RETRY
     return RetryAsked.IGNORE if status is Status.COMPLETED else RetryAsked.FORGET
-
-
-def completed_copy(meta: JobMeta) -> JobMeta:
-    """A copy of a job's record as completing it will make it (JobOwner.finish), for observers that
-    prepare for that ending before it is saved: their work (Hooks.ending_work) is done by the thread
-    that writes the result, not by the main one."""
-    ending = meta.model_copy(deep=True)
-    if ending.status is Status.QUEUED:
-        ending.transition(Status.PROCESSING)
-    ending.transition(Status.COMPLETED)
-    return ending

@@ -19,7 +19,7 @@ from ..hooks import Hooks, drain
 from ..observe import DeliveryEnded, Report, Snapshot, Started
 from ..spool.model import JobMeta, Status
 from .recorder import Recorder
-from .settings import settings_of
+from .settings import has_targets, settings_of
 
 log = logging.getLogger("ocr_watcher.deliveries")
 RESTART_SECONDS = 5.0  # a worker that died is started again at most this often
@@ -35,6 +35,7 @@ class DeliveryHooks(Hooks):
         self._argv: list[str] = []
         self._sent_config: Config | None = None
         self._next_start = 0.0
+        self._wanted = False
 
     def on_start(self, started: Started) -> None:
         self.config = started.snapshot.config
@@ -43,19 +44,24 @@ class DeliveryHooks(Hooks):
         lease = self.config.jobs.heartbeat_lease_seconds
         args = [str(store.root), started.control.worker_id, str(lease), "1" if store.fsync else "0"]
         self._argv = [sys.executable, "-m", "ocr_watcher.deliveries.worker", *args, self.config.log_level]
-        self._start_worker()
+        # No worker where nothing is to be told: started once a profile has a target or one is owed.
+        self._wanted = has_targets(self.config) or bool(self.recorder.folder.all())
+        if self._wanted:
+            self._start_worker()
 
     def on_tick(self, snapshot: Snapshot) -> None:
         self.config = snapshot.config
         if self.recorder is None:
             return
-        if self._worker is None or self._worker.poll() is not None:
-            if time.monotonic() >= self._next_start:
-                log.warning("the delivery worker is not running (exit %s); starting it again", self._exit_code())
-                self._start_worker()
-        elif self.config is not self._sent_config:
-            self._send({"settings": settings_of(self.config)})
-            self._sent_config = self.config
+        if self.config is not self._sent_config:  # a reload: the worker gets the new targets
+            self._wanted = self._wanted or has_targets(self.config)
+            if self._running():
+                self._send({"settings": settings_of(self.config)})
+                self._sent_config = self.config
+        if self._wanted and not self._running() and time.monotonic() >= self._next_start:
+            if self._worker is not None:
+                log.warning("the delivery worker is not running (exit %s); starting it again", self._worker.poll())
+            self._start_worker()
         for name, confirmed in self.recorder.retry_unwritten():
             self._owe(name, confirmed)
 
@@ -116,8 +122,13 @@ class DeliveryHooks(Hooks):
                 log.warning("the delivery worker said something it should not: %r", line[:200])
 
     def _owe(self, name: str, confirmed: bool) -> None:
-        """The worker reads the pending file itself: the daemon's main thread encodes nothing more."""
+        """The worker reads the pending file itself: the daemon's main thread encodes nothing more.
+        (Without a worker yet, the next tick starts one, which finds the file.)"""
+        self._wanted = True
         self._send({"owe": name, "confirmed": confirmed})
+
+    def _running(self) -> bool:
+        return self._worker is not None and self._worker.poll() is None
 
     def _send(self, message: dict[str, Any]) -> None:
         """A line down the worker's pipe. A worker that is gone misses it; its successor finds the
@@ -130,9 +141,6 @@ class DeliveryHooks(Hooks):
             worker.stdin.flush()
         except (OSError, ValueError):
             pass
-
-    def _exit_code(self) -> int | None:
-        return None if self._worker is None else self._worker.poll()
 
 
 def make_hooks(config: Config) -> Hooks:

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from ..config import Config
-from ..spool.model import JobMeta
+from ..spool.model import JobMeta, completed_copy
 from ..spool.store import JobStore
 from . import policy
 from .records import COMMAND, WEBHOOK, Pending, PendingFolder, pending_name, target_key
@@ -56,12 +56,15 @@ class Recorder:
             names.append(pending_name(delivery, COMMAND, " ".join(command.argv)))
         return names
 
-    def prepare(self, meta: JobMeta) -> Callable[[], None] | None:
-        """For a completion not saved yet: its deliveries made now (main thread), their files written
-        by the caller's thread (the result writer's; an OSError there holds the completion back)."""
-        made = self.targets(meta)
-        if not made:
+    def prepare(self, now: JobMeta) -> Callable[[], None] | None:
+        """For the completion of a job (`now`: its record before it) not saved yet: its deliveries
+        made now (main thread), their files written by the caller's thread (the result writer's; an
+        OSError there holds the completion back)."""
+        config = self.config()
+        if not config.webhooks(now.profile) and config.command_hook(now.profile) is None:
             return None
+        meta = completed_copy(now)
+        made = self.targets(meta)
 
         def write() -> None:
             for pending in made:

@@ -31,6 +31,11 @@ def settings_of(config: Config) -> dict[str, Any]:
     return {profile: one(profile) for profile in {DEFAULT, *config.profiles}}
 
 
+def has_targets(config: Config) -> bool:
+    """Whether any profile has a webhook or a command."""
+    return any(entry["webhooks"] or entry["command"] for entry in settings_of(config).values())
+
+
 class Settings:
     """The worker's side: answers as Config.webhooks and Config.command_hook do."""
 

@@ -164,3 +164,13 @@ class JobMeta(_Model):
     def set_progress(self, total: int | None, done: int, failed: int) -> None:
         percent = 0.0 if not total else round(100.0 * (done + failed) / total, 1)
         self.progress = Progress(pages_total=total, pages_done=done, pages_failed=failed, percent=percent)
+
+
+def completed_copy(meta: JobMeta) -> JobMeta:
+    """A copy of a job's record as completing it will make it: for an observer that prepares for
+    that ending before it is saved (Hooks.ending_work)."""
+    ending = meta.model_copy(deep=True)
+    if ending.status is Status.QUEUED:
+        ending.transition(Status.PROCESSING)
+    ending.transition(Status.COMPLETED)
+    return ending
