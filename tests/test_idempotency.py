@@ -3,13 +3,16 @@ racing on one daemon and on two daemons sharing an outbox."""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from ocr_watcher.api.idempotency import ABANDONED_SECONDS, KEEP_SECONDS, Held, decide
+from ocr_watcher.api.idempotency import ABANDONED_SECONDS, KEEP_SECONDS, Held, IdempotencyKeys, decide
+from ocr_watcher.spool.layout import OutboxLayout
 
 from .daemon import Daemon
 from .pdfgen import sample_lines, text_pdf
@@ -31,6 +34,18 @@ PDF = "application/pdf"
 )
 def test_what_an_upload_that_finds_its_key_taken_does(held: Held, verdict: str) -> None:
     assert decide(held, "aaa") == verdict
+
+
+def test_keys_older_than_a_day_are_swept_and_younger_ones_kept(tmp_path: Path) -> None:
+    layout = OutboxLayout(tmp_path)
+    layout.internal.mkdir()
+    keys = IdempotencyKeys(layout, fsync=False)
+    assert keys.reserve("old-key", "aaa") is None and keys.reserve("new-key", "bbb") is None
+    keys.record("old-key", "aaa", "job-1")
+    day_ago = time.time() - KEEP_SECONDS - 60
+    os.utime(keys.path("old-key"), (day_ago, day_ago))
+    assert keys.sweep(time.time()) == 1
+    assert not keys.path("old-key").exists() and keys.path("new-key").exists()
 
 
 def _post(base: str, pdf: Path, key: str | None, name: str = "report.pdf") -> requests.Response:

@@ -26,6 +26,7 @@ KEEP_SECONDS = 86400.0
 # A key reserved this long without a job id: the daemon that held it died during the claim.
 ABANDONED_SECONDS = 300.0
 WAIT_SECONDS = 30.0  # how long a second upload waits for the first one's claim
+SWEEP_SECONDS = 3600.0  # how often the keys past KEEP_SECONDS are removed (by whichever upload comes)
 _POLL_SECONDS = 0.05
 
 
@@ -68,6 +69,7 @@ class IdempotencyKeys:
     def __init__(self, layout: OutboxLayout, *, fsync: bool) -> None:
         self.folder = layout.idempotency
         self.fsync = fsync
+        self._next_sweep = 0.0
 
     def path(self, key: str) -> Path:
         return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
@@ -77,6 +79,9 @@ class IdempotencyKeys:
         the first upload with this key. Raises KeyReused or KeyBusy."""
         path = self.path(key)
         self.folder.mkdir(exist_ok=True)  # not its parent: an outbox without one is not ours
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + SWEEP_SECONDS
+            self.sweep(time.time())
         deadline = time.monotonic() + WAIT_SECONDS
         while True:
             try:
@@ -101,6 +106,23 @@ class IdempotencyKeys:
             if time.monotonic() > deadline:
                 raise KeyBusy(key)
             time.sleep(_POLL_SECONDS)
+
+    def sweep(self, now: float) -> int:
+        """Remove the keys kept past KEEP_SECONDS (and reservations abandoned as long), so that the
+        folder holds a day of keys, not every key ever sent. Returns how many went."""
+        removed = 0
+        try:
+            entries = list(os.scandir(self.folder))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
+                if now - entry.stat().st_mtime > KEEP_SECONDS:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
     def record(self, key: str, sha256: str, job_id: str) -> None:
         atomic_write_json(self.path(key), {"sha256": sha256, "job_id": job_id}, fsync=self.fsync)
