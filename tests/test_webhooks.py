@@ -347,3 +347,37 @@ def test_the_command_hook_runs_with_the_job_in_its_environment(tmp_path: Path) -
     assert Path(env["OCRW_RESULT_MD"]) == (daemon.job_dir(job) / "result.md").resolve()
     assert env["OCRW_DELIVERY_ID"] == policy.delivery_id(job["job_id"], 1)
     assert not [k for k in env if k.startswith("OCR_WATCHER_")]
+
+
+def test_a_delivery_the_outbox_refused_to_record_is_recorded_once_it_can_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given an outbox whose pending-deliveries folder cannot be made (a file stands in its place,
+    as a full or broken outbox refuses writes), when a job ends, then its delivery is kept in memory
+    and recorded, fsynced, on the first retry after the outbox takes writes again."""
+    from ocr_watcher.deliveries import recorder as recorder_module
+    from ocr_watcher.deliveries.recorder import Recorder
+    from ocr_watcher.spool.store import JobStore
+
+    monkeypatch.setattr(recorder_module, "UNWRITTEN_RETRY_SECONDS", 0.0)  # every tick, not every 5 s
+    outbox = tmp_path / "outbox"
+    (outbox / ".ocr-watcher").mkdir(parents=True)
+    blocker = outbox / ".ocr-watcher" / "deliveries"
+    blocker.write_text("not a folder")
+    config = Config.model_validate(
+        {
+            "inbox": str(tmp_path / "inbox"),
+            "outbox": str(outbox),
+            "profiles": {"default": {"webhooks": [{"url": "http://hook.local/a", "secret": SECRET}]}},
+        }
+    )
+    recorder = Recorder(JobStore(outbox, fsync=True), "w1", lambda: config)
+    meta = _meta()
+    assert recorder.record(meta, confirmed=False) == []  # refused: nothing to hand on yet
+    assert recorder.retry_unwritten() == []  # still refused: kept for the next try
+    blocker.unlink()
+    (name, confirmed), *rest = recorder.retry_unwritten()
+    assert not rest and confirmed is False
+    written = json.loads((blocker / name).read_text())
+    assert written["job_id"] == meta.job_id and written["delivery_id"] == policy.delivery_id(meta.job_id, 1)
+    assert SECRET not in (blocker / name).read_text()

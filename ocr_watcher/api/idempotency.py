@@ -101,7 +101,7 @@ class IdempotencyKeys:
             if verdict == "refuse":
                 raise KeyReused(key)
             if verdict == "replace":
-                self._remove_if_unchanged(path, held)
+                self._remove_if_old(path)
                 continue
             if time.monotonic() > deadline:
                 raise KeyBusy(key)
@@ -144,10 +144,11 @@ class IdempotencyKeys:
         return held_now(record, age)
 
     @staticmethod
-    def _remove_if_unchanged(path: Path, held: Held) -> None:
-        """Remove an expired or abandoned key file, unless it was just replaced (a fresh one is young)."""
+    def _remove_if_old(path: Path) -> None:
+        """Remove an expired or abandoned key file (both older than ABANDONED_SECONDS), unless another
+        upload has just put a fresh one in its place."""
         try:
-            if time.time() - path.stat().st_mtime >= min(held.age, ABANDONED_SECONDS) - 1.0:
+            if time.time() - path.stat().st_mtime > ABANDONED_SECONDS:
                 path.unlink()
         except FileNotFoundError:
             pass

@@ -45,7 +45,7 @@ class DeliveryHooks(Hooks):
         args = [str(store.root), started.control.worker_id, str(lease), "1" if store.fsync else "0"]
         self._argv = [sys.executable, "-m", "ocr_watcher.deliveries.worker", *args, self.config.log_level]
         # No worker where nothing is to be told: started once a profile has a target or one is owed.
-        self._wanted = has_targets(self.config) or bool(self.recorder.folder.all())
+        self._wanted = has_targets(self.config) or self.recorder.folder.any()
         if self._wanted:
             self._start_worker()
 

@@ -135,10 +135,6 @@ class Deliverer:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._client.close()
 
-    def pending_count(self) -> int:
-        with self._cv:
-            return len(self._known)
-
     def _schedule(self, pending: Pending, delay: float) -> None:
         with self._cv:
             self._push(pending, delay)

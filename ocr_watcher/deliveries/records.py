@@ -74,8 +74,12 @@ class PendingFolder:
         self.folder = layout.deliveries
         self.fsync = fsync
 
-    def exists(self, pending: Pending) -> bool:
-        return (self.folder / pending.name).exists()
+    def any(self) -> bool:
+        """Whether anything is owed, without reading it (the daemon's start asks)."""
+        try:
+            return any(name.endswith(".json") and not is_temp_name(name) for name in os.listdir(self.folder))
+        except FileNotFoundError:
+            return False
 
     def read(self, name: str) -> Pending | None:
         """One pending delivery by its file name; None once it is done (removed) or unreadable."""

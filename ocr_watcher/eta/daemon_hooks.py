@@ -60,10 +60,7 @@ class EtaHooks(Hooks):
 
     def on_exit(self, snapshot: Snapshot) -> None:
         if self._path is not None:
-            try:
-                withdraw(self._path)
-            except OSError:
-                pass
+            withdraw(self._path)
 
 
 def make_hooks(config: Config) -> Hooks:

@@ -53,9 +53,10 @@ def publish(path: Path, document: dict[str, Any]) -> None:
 
 
 def withdraw(path: Path) -> None:
+    """At the daemon's exit; an outbox that is gone or read-only keeps a file that goes stale."""
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except OSError:
         pass
 
 
