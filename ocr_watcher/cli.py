@@ -208,7 +208,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
         print(f"  queue    {queue_line(store, meta)}")
     if meta.status is Status.COMPLETED:
-        print(f"  result   {store.paths(meta.job_id).result_md}")
+        shared = f" (job {meta.duplicate_of}'s, of the same content)" if meta.duplicate_of else ""
+        print(f"  result   {store.paths(meta.job_id).result_md}{shared}")
     return EXIT_OK
 
 

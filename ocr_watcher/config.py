@@ -236,6 +236,7 @@ class ProfileConfig(_Section):
     # null: the default profile's; [] turns them off for this profile.
     webhooks: list[WebhookConfig] | None = None
     command: CommandHookConfig | None = None
+    duplicates: Literal["process", "reuse"] | None = None  # null: the default profile's (process)
 
 
 class Config(_Section):
@@ -287,17 +288,19 @@ class Config(_Section):
     def profile(self, name: str) -> ProfileConfig:
         return self.profiles.get(name) or self.profiles.get("default") or ProfileConfig()
 
+    def _inherited(self, profile: str, key: str) -> Any:
+        """A named profile's own setting, else the default profile's (None: neither sets it)."""
+        chosen = [getattr(p, key) for p in (self.profiles.get(profile), self.profiles.get("default")) if p]
+        return next((value for value in chosen if value is not None), None)
+
     def webhooks(self, profile: str) -> list[WebhookConfig]:
-        """A profile's own webhooks, else the default profile's (a named profile inherits them)."""
-        own, default = self.profiles.get(profile), self.profiles.get("default")
-        chosen = own.webhooks if own is not None and own.webhooks is not None else None
-        return chosen if chosen is not None else (default.webhooks or [] if default is not None else [])
+        return self._inherited(profile, "webhooks") or []  # `webhooks: []` turns them off for a profile
 
     def command_hook(self, profile: str) -> CommandHookConfig | None:
-        own, default = self.profiles.get(profile), self.profiles.get("default")
-        if own is not None and own.command is not None:
-            return own.command
-        return default.command if default is not None else None
+        return self._inherited(profile, "command")
+
+    def reuses_duplicates(self, profile: str) -> bool:
+        return self._inherited(profile, "duplicates") == "reuse"
 
 
 def _parse_env_value(raw: str) -> Any:

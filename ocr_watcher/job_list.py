@@ -16,7 +16,7 @@ from typing import Any
 
 from .eta.published import QueueFiles
 from .spool.ids import JOB_ID_PATTERN
-from .spool.model import JobMeta, utc_now
+from .spool.model import JobMeta, Status, utc_now
 from .spool.store import JobStore
 
 DEFAULT_LIMIT = 50  # rows of the table when --limit is not given
@@ -92,7 +92,14 @@ def describe_eta(eta: Mapping[str, Any] | None) -> str:
     return ", ".join(parts)
 
 
+def waits_for(meta: JobMeta) -> str | None:
+    """A queued duplicate waits for the job of the same content (daemon/duplicates.py), not the queue."""
+    return meta.duplicate_of if meta.duplicate_of and meta.status is Status.QUEUED else None
+
+
 def queue_line(store: JobStore, meta: JobMeta) -> str:
+    if leader := waits_for(meta):
+        return f"waits for job {leader}, of the same content, and then takes its results"
     return describe_eta(QueueFiles(store.layout).eta(meta.worker.id, meta.job_id, time.time()))
 
 
@@ -101,6 +108,8 @@ def live_eta(store: JobStore) -> Callable[[JobMeta], str]:
     estimates = QueueFiles(store.layout)
 
     def cell(meta: JobMeta) -> str:
+        if leader := waits_for(meta):
+            return f"after {leader}"
         return "" if meta.status.terminal else eta_cell(estimates.eta(meta.worker.id, meta.job_id, time.time()))
 
     return cell
@@ -116,7 +125,7 @@ def row(meta: JobMeta, now: datetime, eta: Mapping[str, Any] | None = None) -> l
         f"{progress.pages_done}/{total}",
         f"{progress.percent:.0f}%",
         age(meta.created_at, now),
-        eta_cell(eta),
+        f"after {leader}" if (leader := waits_for(meta)) else eta_cell(eta),
         error,
     ]
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from .calls import CallQueue
 from .config import Config
 from .daemon.claims import Claims
+from .daemon.controls import check_control, check_controls, check_fencing
 from .daemon.engine_set import EngineSet, engine_name_for_profile
 from .daemon.jobs import JobOwner
 from .daemon.outbox_scan import OutboxScanner
@@ -193,7 +194,7 @@ class Service:
             pass
         now = time.monotonic()
         if now - self._last_heartbeat >= self._heartbeat_interval:
-            self._guarded("heartbeat", self.jobs.check_fencing)
+            self._guarded("heartbeat", check_fencing, self.jobs)
             self._write_heartbeat()
         self.intake.refresh(now)
         self.jobs.deferred.requeue_due(now)
@@ -206,7 +207,7 @@ class Service:
             waiting = self.config.intake.max_queued_jobs - self.jobs.queued()
             self._guarded("claim", lambda: self.claims.claim_all(self.intake.take(waiting)))
         if present and now - self._last_control >= CONTROL_CHECK_SECONDS:
-            self._guarded("control", self.jobs.check_controls)
+            self._guarded("control", check_controls, self.jobs)
             self._last_control = now
         if present and now - self.scanner.last_scan >= self.config.jobs.outbox_scan_interval_seconds:
             self._guarded("scan", self.scanner.scan)
@@ -295,7 +296,7 @@ class Service:
 
     def cancel_now(self, job_id: str) -> None:
         """Main thread (via `call`): act on a CANCEL file of our job at once (another daemon acts on its own)."""
-        self.jobs.check_control(job_id)
+        check_control(self.jobs, job_id)
 
     def retry_now(self, job_id: str) -> None:
         """Main thread (via `call`): act on a RETRY file at once."""

@@ -66,6 +66,9 @@ class JobView(BaseModel):
     attempts: int = 1
     error: ErrorView | None = None
     warnings: list[str] = Field(default_factory=list)
+    duplicate_of: str | None = Field(
+        None, description="The job of the same content whose results this one has (completed) or waits for (queued)."
+    )
     eta: EtaView | None = Field(
         None, description="Queued and processing jobs, in GET /jobs/{job_id} only (docs/eta.md)."
     )
@@ -135,6 +138,7 @@ def job_view(meta: Mapping[str, Any]) -> dict[str, Any]:
             else None
         ),
         "warnings": [w for w in meta.get("warnings") or [] if isinstance(w, str)],
+        "duplicate_of": _text(meta.get("duplicate_of")),
     }
 
 

@@ -21,6 +21,7 @@ class ActiveJob:
     clear_after_save: list[str] = field(default_factory=list)  # control files done with once saved
     result_due: float | None = None  # every page is done, the result could not be written: try then
     writing: bool = False  # its result is being written (daemon/result_writes.py)
+    follows: str | None = None  # a duplicate: the job whose results complete it (daemon/duplicates.py)
 
     @property
     def job_id(self) -> str:

@@ -59,6 +59,7 @@ class InputChanges:
             suspect=False,
         )
         active.open_failures = 0
+        active.follows = active.meta.duplicate_of = None  # other content now: its own pages are done
         active.meta.set_progress(None, 0, 0)
         active.dirty = True
         self._settling.add(old.job_id, stamp, time.monotonic())

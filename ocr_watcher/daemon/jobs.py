@@ -15,12 +15,13 @@ from ..pipeline.assemble import PageMissing
 from ..pipeline.input_watch import changed_since_claim
 from ..pipeline.runner import Event, Opened, PageDone, PageFailed
 from ..pipeline.scheduler import PageScheduler, RunningJob
-from ..spool.layout import CANCEL
 from ..spool.model import JobError, JobMeta, Status, utc_now
+from ..spool.shared_results import LeaderGone
 from ..spool.store import JobStore
 from ..storage_watch import StorageWatch
 from .active import ActiveJob
 from .deferred import STORAGE_RETRY_SECONDS, Deferred
+from .duplicates import Duplicates
 from .input_changes import InputChanges
 from .lifecycle import (
     Begin,
@@ -39,11 +40,10 @@ from .lifecycle import (
     decide_page_failed,
 )
 from .records import JobRecords, Saved
-from .result_writes import ResultWrites, ResultWritten
+from .result_writes import ResultWrites, ResultWritten, result_write
 from .terminal import TerminalJobs
 
 log = logging.getLogger("ocr_watcher")
-CANCELLED = JobError(type="cancelled", message="cancelled on request (a CANCEL file, or DELETE /jobs/{id})")
 
 
 class JobOwner:
@@ -70,7 +70,8 @@ class JobOwner:
         self.deferred = Deferred(scheduler)
         self.inputs = InputChanges(store, scheduler, settle_seconds)
         self.active: dict[str, ActiveJob] = {}
-        self.results = ResultWrites(store, post)  # `post`: onto the main loop's event queue
+        self.results = ResultWrites(post)  # `post`: onto the main loop's event queue
+        self.duplicates = Duplicates(store, lambda: self.config, self._follow)
 
     def queued(self) -> int:
         return sum(1 for active in self.active.values() if active.meta.status is Status.QUEUED)
@@ -94,7 +95,8 @@ class JobOwner:
         )
         active = self.active[meta.job_id] = ActiveJob(job, meta)
         self.terminal.forget(meta.job_id)
-        self.scheduler.add(job)
+        if self.duplicates.admit(active):  # else it waits for, or follows, a job of the same content
+            self.scheduler.add(job)
         return active
 
     # -- pipeline events -------------------------------------------------------------------------
@@ -222,14 +224,26 @@ class JobOwner:
             self.finish(active, Status.FAILED, decision.error)
             return
         active.result_due = None
-        if not active.writing:  # copies: the writing thread reads them while this one goes on
+        if not active.writing:
             active.writing, work = True, self.hooks.ending_work(active.meta)
-            self.results.start(job, active.meta.model_copy(deep=True), dict(job.failed), work)
+            self.results.start(job, result_write(self.store, active), work)
+
+    def _follow(self, active: ActiveJob, leader: JobMeta) -> None:
+        """A duplicate of a completed job: completed with that job's results (daemon/duplicates.py)."""
+        active.follows = active.meta.duplicate_of = leader.job_id
+        done = leader.progress
+        active.meta.set_progress(done.pages_total, done.pages_done, done.pages_failed)
+        self.complete(active)
 
     def _result_written(self, active: ActiveJob, event: ResultWritten) -> None:
         job, exc = active.job, event.error
         active.writing = False
-        if isinstance(exc, PageMissing):
+        if isinstance(exc, LeaderGone):  # the job it follows went meanwhile: decide again
+            log.info("%s: %s; deciding again", job.job_id, exc)
+            active.follows = None
+            if self.duplicates.admit(active):
+                self.scheduler.add(job)
+        elif isinstance(exc, PageMissing):
             if self.store.missing() is None and not self.records.folder_deleted(job.job_id):
                 log.warning("%s: page %d's Markdown is gone; doing the page again", job.job_id, exc.page)
                 job.done.discard(exc.page)
@@ -277,7 +291,9 @@ class JobOwner:
         self.active.pop(job.job_id, None)
         self.terminal.note(meta)
         self.hooks.on_job_status(meta, active.previous)
-        pages = f"{len(job.done)}/{job.pages_total}" if job.pages_total is not None else "-"
+        self.duplicates.ended(job.job_id)
+        done = meta.progress
+        pages = f"{done.pages_done}/{done.pages_total}" if done.pages_total is not None else "-"
         detail = f": {meta.error.type}: {meta.error.message}" if meta.error else ""
         log.info("%s: %s (pages %s)%s", job.job_id, meta.status.value, pages, detail)
 
@@ -311,6 +327,7 @@ class JobOwner:
     def flush(self, everything: bool = False) -> None:
         """Write what changed (`everything`: every job, as at a stop) and try waiting results again."""
         now = time.monotonic()
+        self.duplicates.look_again(self.active, lambda waiting: self.scheduler.add(waiting.job))
         for active in list(self.active.values()):
             active.dirty = active.dirty or everything
             if active.result_due is not None and active.result_due <= now and not active.meta.status.terminal:
@@ -321,28 +338,3 @@ class JobOwner:
                 self._settle_terminal(active)
             else:
                 self.save(active)
-
-    # -- control files and fencing ---------------------------------------------------------------
-    def check_controls(self) -> None:
-        for job_id in list(self.active):
-            self.check_control(job_id)
-
-    def check_control(self, job_id: str) -> None:
-        active = self.active.get(job_id)
-        if active is None:
-            return
-        paths = self.store.paths(job_id)
-        if not paths.dir.exists():
-            self.forget(job_id, "its folder was deleted (treated as cancel)")
-        elif paths.cancel.exists() and not active.meta.status.terminal and not active.writing:
-            # (A job whose result is being written has done every page: a cancel comes too late.)
-            # Said now: on a full or read-only outbox the cancelled status is written only later.
-            log.info("%s: cancel requested; no more of its pages are done", job_id)
-            self.finish(active, Status.CANCELLED, CANCELLED)
-            self.records.clear_control(job_id, CANCEL)  # one left behind is cleared by a retry
-
-    def check_fencing(self) -> None:
-        """After a pause (SIGSTOP, a stalled share) another daemon may own some of our jobs."""
-        for job_id, active in list(self.active.items()):
-            if self.store.is_fenced(job_id, active.job.epoch):
-                self.forget(job_id, "another daemon has taken it over")

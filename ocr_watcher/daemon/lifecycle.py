@@ -182,3 +182,26 @@ def decide_retry(status: Status | None) -> RetryAsked:
     if status in RETRYABLE:
         return RetryAsked.RETRY
     return RetryAsked.IGNORE if status is Status.COMPLETED else RetryAsked.FORGET
+
+
+# -- the same content twice ------------------------------------------------------------------------
+class Duplicate(Enum):
+    PROCESS = "process"  # do its pages: the profile processes duplicates, or this job leads
+    LEAD = "lead"  # no job leads for this content yet: try to be the one
+    FOLLOW = "follow"  # the leader completed: its results become this job's
+    WAIT = "wait"  # the leader is not done yet: look again later
+    REPLACE = "replace"  # the leader failed, was cancelled or is gone: try to take its place
+
+
+def decide_duplicate(reuse: bool, job_id: str, leader: str | None, leader_status: Status | None) -> Duplicate:
+    """`leader`: the job the content's record names (None: no record); `leader_status`: its status
+    (None: gone, or its record unreadable)."""
+    if not reuse or leader == job_id:
+        return Duplicate.PROCESS
+    if leader is None:
+        return Duplicate.LEAD
+    if leader_status is Status.COMPLETED:
+        return Duplicate.FOLLOW
+    if leader_status in (Status.QUEUED, Status.PROCESSING):
+        return Duplicate.WAIT
+    return Duplicate.REPLACE

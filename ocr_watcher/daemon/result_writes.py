@@ -16,8 +16,9 @@ from typing import Any
 
 from ..pipeline.assemble import assemble_result
 from ..pipeline.scheduler import RunningJob
-from ..spool.model import JobMeta
+from ..spool.shared_results import share_results
 from ..spool.store import JobStore
+from .active import ActiveJob
 
 RESULT_THREADS = 4  # enough for the journal to commit several jobs' fsyncs together
 
@@ -29,20 +30,34 @@ class ResultWritten:
     error: Exception | None = None
 
 
+def result_write(store: JobStore, active: ActiveJob) -> Callable[[], dict[str, Any]]:
+    """The write that completes `active` (on a result thread, from copies): its own pages assembled,
+    or, for a duplicate, the results of the job it follows shared."""
+    meta, failed, leader = active.meta.model_copy(deep=True), dict(active.job.failed), active.follows
+    if leader is not None:
+        return lambda: share_results(store, leader, meta)
+
+    def write() -> dict[str, Any]:
+        markdown, result_meta = assemble_result(store, meta, failed)
+        store.write_result(meta.job_id, markdown, result_meta)
+        return result_meta
+
+    return write
+
+
 class ResultWrites:
-    def __init__(self, store: JobStore, post: Callable[[ResultWritten], None]) -> None:
-        self.store = store
+    def __init__(self, post: Callable[[ResultWritten], None]) -> None:
         self._post = post  # onto the main loop's event queue
         self._pool: ThreadPoolExecutor | None = None
 
     def start(
-        self, job: RunningJob, meta: JobMeta, failed: dict[int, str], then: Callable[[], None] | None = None
+        self, job: RunningJob, write: Callable[[], dict[str, Any]], then: Callable[[], None] | None = None
     ) -> None:
-        """Write the result of `job`; `meta` and `failed` are copies the thread may read alone;
-        `then`: the observers' I/O due before the completion is saved (Hooks.ending_work)."""
+        """Write the result of `job` (`write`: see result_write); `then`: the observers' I/O due
+        before the completion is saved (Hooks.ending_work)."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(RESULT_THREADS, thread_name_prefix="result")
-        self._pool.submit(self._write, job, meta, failed, then)
+        self._pool.submit(self._write, job, write, then)
 
     def wait(self) -> None:
         """Let the writes running finish (at a stop); their events are on the queue afterwards."""
@@ -50,10 +65,9 @@ class ResultWrites:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def _write(self, job: RunningJob, meta: JobMeta, failed: dict[int, str], then: Callable[[], None] | None) -> None:
+    def _write(self, job: RunningJob, write: Callable[[], dict[str, Any]], then: Callable[[], None] | None) -> None:
         try:
-            markdown, result_meta = assemble_result(self.store, meta, failed)
-            self.store.write_result(job.job_id, markdown, result_meta)
+            result_meta = write()
             if then is not None:
                 then()
         except Exception as exc:  # PageMissing, OSError, or a bug: the owner decides on the main thread

@@ -126,6 +126,8 @@ class JobMeta(_Model):
     attempts: int = 1
     error: JobError | None = None
     warnings: list[str] = Field(default_factory=list)
+    # The job of the same content whose results this one has (completed) or waits for (queued).
+    duplicate_of: str | None = None
     worker: Worker
     # Every status this job has had, in order: [{"status": ..., "at": ...}] (a few entries per attempt).
     history: list[dict[str, Any]] = Field(default_factory=list)
