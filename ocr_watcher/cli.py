@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="run the daemon")
     run.add_argument("--inbox", help="folder to watch")
     run.add_argument("--outbox", help="folder for job folders")
-    run.add_argument("--engine", choices=["auto", "vllm", "tesseract", "text"])
+    run.add_argument("--engine", choices=["auto", "hybrid", "vllm", "tesseract", "text"])
     run.add_argument("--settle", type=float, metavar="SECONDS", help="seconds a file must stay unchanged")
     run.add_argument("--worker-id", help="this daemon's identity (default: host name)")
     run.set_defaults(func=cmd_run)

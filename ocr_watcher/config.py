@@ -44,7 +44,7 @@ DEFAULT_IGNORE = [
     ".Trashes",
 ]
 
-EngineName = Literal["auto", "tesseract", "text", "vllm"]
+EngineName = Literal["auto", "hybrid", "tesseract", "text", "vllm"]
 VllmMode = Literal["markdown", "free", "figure"]
 
 

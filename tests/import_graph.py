@@ -31,7 +31,13 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     # Engines know their settings and nothing of the daemon that drives them.
     f"{PACKAGE}.engines": (f"{PACKAGE}.config", f"{PACKAGE}.sd_notify", f"{PACKAGE}.child"),
     f"{PACKAGE}.intake": (f"{PACKAGE}.config", f"{PACKAGE}.spool", f"{PACKAGE}.engines.registry"),
-    f"{PACKAGE}.pipeline": (f"{PACKAGE}.spool", f"{PACKAGE}.engines.base", f"{PACKAGE}.child"),
+    f"{PACKAGE}.pipeline": (
+        f"{PACKAGE}.spool",
+        f"{PACKAGE}.engines.base",
+        f"{PACKAGE}.engines.text_trust",  # whether a page's text layer is used (pure)
+        f"{PACKAGE}.engines.text_check",
+        f"{PACKAGE}.child",
+    ),
     # What observers are handed, and the hook interface: plain values, no observer, no service.
     f"{PACKAGE}.observe": (
         f"{PACKAGE}.config",

@@ -11,6 +11,7 @@ import random
 import struct
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -88,13 +89,7 @@ def text_pdf(
     """
     rotations = [rotate] * len(pages) if isinstance(rotate, int) else list(rotate)
     width, height = page_size
-    # 1 catalog, 2 page tree, 3 font, then (page, content) pairs.
-    kids = [4 + 2 * i for i in range(len(pages))]
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % k for k in kids), len(pages)),
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
-    ]
+    kids, objects = _head(len(pages), ["Helvetica"])
     for kid, lines, rotation in zip(kids, pages, rotations, strict=True):
         objects.append(
             b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %s %s] /Rotate %d"
@@ -105,6 +100,18 @@ def text_pdf(
         objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream))
     path.write_bytes(_serialize(objects))
     return path
+
+
+def _head(pages: int, fonts: list[str]) -> tuple[list[int], list[bytes]]:
+    """Object numbers of the pages (each followed by its content stream) and the first objects: the
+    catalog (1), the page tree (2), then the fonts (3, 4, ...)."""
+    kids = [3 + len(fonts) + 2 * i for i in range(pages)]
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % k for k in kids), pages),
+        *(b"<< /Type /Font /Subtype /Type1 /BaseFont /%s /Encoding /WinAnsiEncoding >>" % f.encode() for f in fonts),
+    ]
+    return kids, objects
 
 
 def _num(value: float) -> bytes:
@@ -309,13 +316,25 @@ def huge_image_pdf(path: Path, side_px: int = 40000) -> Path:
     return image_page_pdf(path, side_px, side_px, 1, bytes(body))
 
 
-def image_page_pdf(path: Path, width: int, height: int, bits: int, flate: bytes, caption: str | None = None) -> Path:
+def image_page_pdf(
+    path: Path,
+    width: int,
+    height: int,
+    bits: int,
+    flate: bytes,
+    caption: str | list[str] | None = None,
+    *,
+    invisible: bool = False,
+) -> Path:
     """A one-page Letter PDF filled by one gray image (`flate`: its Flate-compressed samples), with
-    an optional line of real text over it (so the text engine finds some)."""
+    optional lines of real text over it (so the text engine finds some); `invisible`: drawn in text
+    render mode 3, as OCR tools lay their text layer over a scan."""
     content = b"q 612 0 0 792 0 0 cm /Im1 Do Q"
     font = b""
     if caption is not None:
-        content += b" BT /F1 12 Tf 72 720 Td (%s) Tj ET" % caption.encode("latin-1")
+        lines = [caption] if isinstance(caption, str) else caption
+        shown = b" T* ".join(b"(%s) Tj" % line.encode("latin-1") for line in lines)
+        content += b" BT /F1 12 Tf 14 TL %s72 720 Td %s ET" % (b"3 Tr " if invisible else b"", shown)
         font = b" /Font << /F1 6 0 R >>"
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
@@ -390,3 +409,39 @@ def content_bomb_pdf(path: Path, megabytes: int = 300) -> Path:
     ]
     path.write_bytes(_serialize(objects))
     return path
+
+
+@dataclass(frozen=True)
+class Span:
+    """A run of real text on a page: `x`, `y` in points from the page's top left (its baseline)."""
+
+    text: str
+    x: float
+    y: float
+    size: float = 11.0
+    bold: bool = False
+
+
+def styled_pdf(path: Path, pages: list[list[Span]], *, page_size: tuple[float, float] = (612, 792)) -> Path:
+    """A PDF of placed text in Helvetica and Helvetica-Bold at any size: headings, columns, running
+    headers, as born-digital reports have them."""
+    width, height = page_size
+    kids, objects = _head(len(pages), ["Helvetica", "Helvetica-Bold"])
+    for kid, spans in zip(kids, pages, strict=True):
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %s %s] /Resources << /Font << /F1 3 0 R /F2 4 0 R >> >>"
+            b" /Contents %d 0 R >>" % (_num(width), _num(height), kid + 1)
+        )
+        stream = b"\n".join(
+            b"BT /F%d %s Tf 1 0 0 1 %s %s Tm %s Tj ET"
+            % (2 if s.bold else 1, _num(s.size), _num(s.x), _num(height - s.y), _pdf_string(s.text))
+            for s in spans
+        )
+        objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream))
+    path.write_bytes(_serialize(objects))
+    return path
+
+
+def flow(lines: list[str], x: float, y: float, size: float = 11.0, leading: float = 14.0) -> list[Span]:
+    """Lines set one under the other from baseline `y`."""
+    return [Span(line, x, y + n * leading, size) for n, line in enumerate(lines)]

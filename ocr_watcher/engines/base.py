@@ -15,7 +15,9 @@ from typing import Any, Literal, Protocol
 class RenderSpec:
     """What an engine wants from the renderer for each page."""
 
-    kind: Literal["image", "text"]
+    # "best": the PDF page's own text layer where it can be trusted (engines/text_trust.py), else a
+    # bitmap as for "image"; PageInput.image_path says which it is.
+    kind: Literal["image", "text", "best"]
     dpi: int = 300
     max_side_px: int = 5000
     grayscale: bool = True
@@ -33,6 +35,8 @@ class PageInput:
     text: str | None = None  # the PDF's text layer when RenderSpec.kind == "text"
     width: int = 0
     height: int = 0
+    source_reason: str | None = None  # RenderSpec "best": why the text layer is used, or not
+    spans: list[list] | None = None  # ...and where it is used, its runs of text with their geometry
 
 
 @dataclass
@@ -40,6 +44,8 @@ class PageOutput:
     markdown: str
     engine: str
     model: str | None = None
+    source: str | None = None  # "text_layer" or "ocr", where an engine chooses per page
+    source_reason: str | None = None
     warnings: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # engine-specific figures (tokens, server, ...)
 

@@ -70,11 +70,18 @@ def paragraphs_to_markdown(paragraphs: list[list[str]]) -> str:
 
 
 def tesseract_tsv_to_markdown(tsv: str) -> str:
-    """Tesseract's `tsv` output → Markdown: its paragraphs in its reading order, headings where the type
-    is clearly larger than the body's, lists where lines start with bullets or numbers that count up
-    (tsv_layout.py); everything else paragraphs whose Markdown-looking starts are escaped."""
-    found = parse_tsv(tsv)
+    """Tesseract's `tsv` output → Markdown: its paragraphs in its reading order (layout_to_markdown)."""
+    return layout_to_markdown(parse_tsv(tsv))
+
+
+def layout_to_markdown(found: list[Paragraph]) -> str:
+    """Paragraphs of lines with their heights → Markdown: headings where the type is clearly larger
+    than the body's (or bold, where the lines say so and the body is not), lists where lines start
+    with bullets or numbers that count up (tsv_layout.py); everything else paragraphs whose
+    Markdown-looking starts are escaped."""
     body = body_height(found)
+    words = [line.bold for paragraph in found for line in paragraph.lines for _ in line.words]
+    bold_marks = 0 < sum(words) < 0.5 * len(words)
     paragraphs = [piece for paragraph in found for piece in segments(paragraph, body)]
     blocks: list[str] = []
     run: list[Item] = []  # list items of consecutive paragraphs, and those paragraphs
@@ -89,6 +96,10 @@ def tesseract_tsv_to_markdown(tsv: str) -> str:
         held.clear()
 
     for paragraph in paragraphs:
+        if paragraph.table is not None:
+            flush()
+            blocks.append(markdown_table(paragraph.table))
+            continue
         items = list_items(paragraph)
         if items is not None and (not run or (items[0].marker == "-") == (run[0].marker == "-")):
             run.extend(items)
@@ -99,11 +110,22 @@ def tesseract_tsv_to_markdown(tsv: str) -> str:
             run.extend(items)
             held.append(paragraph)
             continue
-        level = heading_level(paragraph, body)
+        level = heading_level(paragraph, body, bold_marks)
         text = join_lines(_texts(paragraph))
         blocks.append(f"{'#' * level} {text}" if level else escape_line_start(text))
     flush()
     return "\n\n".join(block for block in blocks if block) + "\n" if any(blocks) else ""
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    """Rows of cells (the first the header) as a Markdown table, every row as wide as the widest."""
+    width = max(len(row) for row in rows)
+
+    def line(cells: list[str]) -> str:
+        padded = [" ".join(cell.split()).replace("|", "\\|") for cell in cells] + [""] * (width - len(cells))
+        return "| " + " | ".join(padded) + " |"
+
+    return "\n".join([line(rows[0]), "| " + " | ".join(["---"] * width) + " |", *map(line, rows[1:])])
 
 
 def _list_marker(item: Item) -> str:

@@ -20,10 +20,11 @@ def gpu_engine_available() -> bool:
 
 def resolve_engine_name(name: str, config: Config) -> str:
     """`auto` becomes a concrete engine: vllm where servers are configured or a GPU and vLLM are
-    installed here (a managed server), else tesseract."""
+    installed here (a managed server), else hybrid (each PDF page's own text layer where it can be
+    trusted, Tesseract where not: engines/hybrid.py)."""
     if name != "auto":
         return name
-    return "vllm" if config.vllm.servers or gpu_engine_available() else "tesseract"
+    return "vllm" if config.vllm.servers or gpu_engine_available() else "hybrid"
 
 
 def build_managed_server(config: Config) -> Any:
@@ -48,7 +49,7 @@ def job_settings(name: str, config: Config, profile: ProfileConfig) -> ProfileCo
     """The settings engine `name` runs with for `profile`, resolved (the profile's own, else the
     engine's section). A job records them at its claim and keeps them, so neither a reload nor a
     restart changes its language or resolution half-way through."""
-    if name == "tesseract":
+    if name in ("tesseract", "hybrid"):
         tess = config.tesseract
         return ProfileConfig(language=profile.language or tess.language, dpi=profile.dpi or tess.dpi)
     if name == "vllm":
@@ -66,6 +67,10 @@ def settings_record(settings: ProfileConfig) -> dict[str, Any]:
 
 def build_engine(name: str, config: Config, profile: ProfileConfig | None = None, managed: Any = None) -> Engine:
     profile = profile or ProfileConfig()
+    if name == "hybrid":
+        from .hybrid import HybridEngine
+
+        return HybridEngine(build_engine("tesseract", config, profile))
     if name == "tesseract":
         from .tesseract import TesseractEngine
 

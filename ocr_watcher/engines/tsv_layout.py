@@ -19,6 +19,7 @@ from statistics import median
 _BULLETS = frozenset("•●○◦▪■□▫‣⁃∙►▸➢➤✓✔")
 _MISREAD_BULLETS = frozenset({"-", "–", "—", "*", "·", "¢", "©", "«", "»", "&"})
 _NUMBER = re.compile(r"^(\d{1,3})[.)]$")
+_SENTENCE_END = re.compile(r"[.!?;,]$")  # a bold run-in ("Note.") or a bold sentence is not a heading
 
 HEADING_RATIO = 1.25  # a line this much taller than the body's is larger type: a heading (##)
 TITLE_RATIO = 1.8  # and this much: a title (#)
@@ -30,12 +31,14 @@ MIN_BODY_WORDS = 15  # fewer words of body text: no reliable body size, so no he
 @dataclass
 class Line:
     words: list[str] = field(default_factory=list)
-    height: int = 0  # its box (the TSV's level-4 row), in pixels
+    height: float = 0  # its box (the TSV's level-4 row) in pixels, or a text layer's type size
+    bold: bool = False  # known from a text layer's font only
 
 
 @dataclass
 class Paragraph:
     lines: list[Line] = field(default_factory=list)
+    table: list[list[str]] | None = None  # a table's rows of cells instead of lines (text_layout.py)
 
     @property
     def words(self) -> int:
@@ -82,6 +85,8 @@ def body_height(paragraphs: list[Paragraph]) -> float | None:
 def segments(paragraph: Paragraph, body: float | None) -> list[Paragraph]:
     """Tesseract's paragraph cut where its lines change between heading and body size, and before each
     line that starts with a list marker: it often joins a heading, or a list, to the text next to it."""
+    if paragraph.table is not None:
+        return [paragraph]
     pieces: list[Paragraph] = []
     previous: bool | None = None
     for line in paragraph.lines:
@@ -93,14 +98,18 @@ def segments(paragraph: Paragraph, body: float | None) -> list[Paragraph]:
     return pieces
 
 
-def heading_level(paragraph: Paragraph, body: float | None) -> int | None:
-    """1 or 2 for a short paragraph set in clearly larger type than the body, else None."""
+def heading_level(paragraph: Paragraph, body: float | None, bold_marks: bool = False) -> int | None:
+    """1 or 2 for a short paragraph set in clearly larger type than the body; 3 for one in bold at
+    the body's size where bold marks headings (`bold_marks`: most of the page is not bold); else None."""
     if body is None or len(paragraph.lines) > HEADING_MAX_LINES or paragraph.words > HEADING_MAX_WORDS:
         return None
     ratio = min(line.height for line in paragraph.lines) / body
     if ratio >= TITLE_RATIO:
         return 1
-    return 2 if ratio >= HEADING_RATIO else None
+    if ratio >= HEADING_RATIO:
+        return 2
+    bold = bold_marks and all(line.bold for line in paragraph.lines)
+    return 3 if bold and not _SENTENCE_END.search(paragraph.lines[-1].words[-1]) else None
 
 
 @dataclass

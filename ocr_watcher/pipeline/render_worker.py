@@ -25,6 +25,8 @@ import pypdfium2.raw as pdfium_c
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ocr_watcher.child import EXIT_OUT_OF_MEMORY, claim_stdout, serve_frames
+from ocr_watcher.engines.text_trust import judge_text_layer
+from ocr_watcher.pipeline.page_source import image_cover, text_spans
 from ocr_watcher.pipeline.renderer import InputError as InputProblem  # sent to the parent as one
 
 MAX_IMAGE_PIXELS = 250_000_000  # ~15800 px square; beyond that an image is treated as a bomb
@@ -226,10 +228,16 @@ def render(docs: Documents, path: Path, page: int, spec: dict[str, Any], out_pat
     if kind == "pdf":
         if spec["kind"] == "text":
             return _pdf_text(docs.pdf(path), page)
+        if spec["kind"] == "best":  # its own text layer where that can be trusted, else a bitmap to OCR
+            found = _pdf_text(docs.pdf(path), page, best=True)
+            if found["spans"] is not None:
+                return found
+            return {**_pdf_image(docs.pdf(path), page, spec, out_path), "source_reason": found["source_reason"]}
         return _pdf_image(docs.pdf(path), page, spec, out_path)
     if spec["kind"] == "text":
         return {"image_path": None, "text": "", "width": 0, "height": 0, "scale_note": None}
-    return _image_page(path, page, spec, out_path)
+    page_image = _image_page(path, page, spec, out_path)
+    return {**page_image, "source_reason": "an image file"} if spec["kind"] == "best" else page_image
 
 
 def _load_page(doc: pdfium.PdfDocument, page: int) -> pdfium.PdfPage:
@@ -240,16 +248,23 @@ def _load_page(doc: pdfium.PdfDocument, page: int) -> pdfium.PdfPage:
         raise InputProblem("corrupt_pdf", f"page {page} of the PDF is damaged ({exc})") from exc
 
 
-def _pdf_text(doc: pdfium.PdfDocument, page: int) -> dict[str, Any]:
+def _pdf_text(doc: pdfium.PdfDocument, page: int, *, best: bool = False) -> dict[str, Any]:
+    """The page's text layer; `best`: judged (engines/text_trust.py), and where it is to be used,
+    with its geometry (`spans`)."""
     pdf_page = _load_page(doc, page)
     try:
         textpage = pdf_page.get_textpage()
         text = textpage.get_text_bounded()
-        textpage.close()
         width, height = (round(v) for v in pdf_page.get_size())
+        found = {"image_path": None, "text": text, "width": width, "height": height, "scale_note": None}
+        if best:
+            verdict = judge_text_layer(text, image_cover(pdf_page))
+            found["source_reason"] = verdict.reason
+            found["spans"] = text_spans(pdf_page, textpage) if verdict.use_text else None
+        textpage.close()
     finally:
         pdf_page.close()
-    return {"image_path": None, "text": text, "width": width, "height": height, "scale_note": None}
+    return found
 
 
 def _pdf_image(doc: pdfium.PdfDocument, page: int, spec: dict[str, Any], out_path: Path) -> dict[str, Any]:

@@ -53,6 +53,8 @@ class RenderedPage:
     width: int
     height: int
     scale_note: str | None = None  # e.g. "scaled down from 60000x60000 px to 5000x5000 px"
+    source_reason: str | None = None  # RenderSpec "best": why the text layer is used, or not
+    spans: list[list] | None = None  # ...and where it is: its runs of text (pipeline/page_source.py)
 
 
 # --- exit status ------------------------------------------------------------------------------

@@ -223,6 +223,8 @@ class Pipeline:
             text=item.rendered.text,
             width=item.rendered.width,
             height=item.rendered.height,
+            source_reason=item.rendered.source_reason,
+            spans=item.rendered.spans,
         )
         try:
             output = engine.recognize(page_input)
@@ -256,6 +258,7 @@ class Pipeline:
             "finished_at": iso(utc_now()),
             "chars": len(output.markdown),
             "warnings": warnings,
+            **({"source": output.source, "source_reason": output.source_reason} if output.source else {}),
             **({"extra": output.extra} if output.extra else {}),
         }
         try:
