@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ocr_watcher.engines.orientation import Reading, best_turn, turns_to_try
 from ocr_watcher.engines.text_trust import judge_text_layer
 
 from .daemon import Daemon, drop
@@ -209,3 +210,40 @@ def test_a_table_in_the_text_layer_becomes_a_markdown_table(tmp_path: Path) -> N
         table,
         "The West region opened in the last month of the quarter.",
     ]
+
+
+# -- scans the wrong way up -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("first", "turns"),
+    [
+        (Reading(80, 95.0, False), ()),  # upright: nothing more to do
+        (Reading(2, 10.0, False), ()),  # a blank page or a photo
+        (Reading(80, 24.0, False), (180,)),  # upside down
+        (Reading(80, 90.0, True), (90, 270)),  # on its side
+    ],
+)
+def test_which_pages_are_read_again_turned(first: Reading, turns: tuple[int, ...]) -> None:
+    assert turns_to_try(first) == turns
+
+
+def test_the_turned_reading_is_kept_only_when_clearly_better() -> None:
+    assert best_turn({0: Reading(80, 24.0, False), 180: Reading(80, 95.0, False)}) == 180
+    assert best_turn({0: Reading(80, 50.0, False), 180: Reading(80, 55.0, False)}) == 0  # a poor scan either way
+    assert best_turn({0: Reading(80, 90.0, True), 90: Reading(80, 30.0, False), 270: Reading(80, 94.0, False)}) == 270
+
+
+def test_scans_sideways_and_upside_down_are_turned_and_read(tmp_path: Path) -> None:
+    texts = [sample_lines(8, seed=60 + n, max_chars=44) for n in range(4)]
+    # Page n is the scan turned clockwise by 90 * n degrees, as a feeder puts pages in.
+    pages = [
+        draw_page(lines, dpi=150, size_in=(8.5, 11.0)).rotate(-90 * n, expand=True) for n, lines in enumerate(texts)
+    ]
+    pdf = tmp_path / "turned.pdf"
+    pages[0].save(pdf, "PDF", save_all=True, append_images=pages[1:], resolution=150)
+    with Daemon(tmp_path, engine="auto") as daemon:
+        drop(daemon.inbox, pdf, "turned.pdf")
+        job = daemon.wait_for_job("turned.pdf", {"completed"}, timeout=180)
+    for n, lines in enumerate(texts, start=1):
+        info, markdown = _page(daemon, job, n)
+        assert info["rotation"] == (360 - 90 * (n - 1)) % 360, f"page {n}"  # turned back upright
+        assert cer(" ".join(lines), markdown) < 0.1, f"page {n}: {markdown!r}"

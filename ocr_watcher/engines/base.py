@@ -46,6 +46,7 @@ class PageOutput:
     model: str | None = None
     source: str | None = None  # "text_layer" or "ocr", where an engine chooses per page
     source_reason: str | None = None
+    rotation: int | None = None  # degrees the page was turned clockwise before it was read (tesseract)
     warnings: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # engine-specific figures (tokens, server, ...)
 

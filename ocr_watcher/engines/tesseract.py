@@ -22,9 +22,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
+
 from ocr_watcher import child
 from ocr_watcher.engines.base import EngineUnavailable, PageError, PageInput, PageOutput, RenderSpec
 from ocr_watcher.engines.markdown import tesseract_tsv_to_markdown
+from ocr_watcher.engines.orientation import best_turn, reading_of, turns_to_try
 from ocr_watcher.engines.tesseract_pool import WorkerPool, WorkerSettings
 
 log = logging.getLogger("ocr_watcher.engines.tesseract")
@@ -193,17 +196,33 @@ class TesseractEngine:
         if page.image_path is None:
             raise PageError(f"page {page.page}: the tesseract engine needs a rendered image, got none")
         try:
-            tsv = self._tsv(str(page.image_path))
-        except (TesseractFailed, child.ChildTimeout, child.ChildCrashed, ValueError) as exc:
+            tsvs = {0: self._tsv(str(page.image_path))}
+            readings = {0: reading_of(tsvs[0])}
+            for turn in turns_to_try(readings[0]):  # upside down or sideways: read it turned as well
+                tsvs[turn] = self._tsv_turned(page.image_path, turn)
+                readings[turn] = reading_of(tsvs[turn])
+        except (TesseractFailed, child.ChildTimeout, child.ChildCrashed, ValueError, OSError) as exc:
             raise PageError(f"page {page.page}: {exc}") from exc
-        markdown = tesseract_tsv_to_markdown(tsv)
+        turn = best_turn(readings)
+        markdown = tesseract_tsv_to_markdown(tsvs[turn])
         return PageOutput(
             markdown=markdown,
             engine=self.name,
             model=self.model,
             warnings=[] if markdown else ["no text recognised on this page"],
             extra=self._extra(),
+            rotation=turn,
         )
+
+    def _tsv_turned(self, image_path: Path, turn: int) -> str:
+        """The page read turned clockwise by `turn` degrees (a copy beside it, removed after)."""
+        turned = image_path.with_name(f".{image_path.stem}-turned{turn}{image_path.suffix}")
+        with Image.open(image_path) as image:
+            image.rotate(-turn, expand=True).save(turned)
+        try:
+            return self._tsv(str(turned))
+        finally:
+            turned.unlink(missing_ok=True)
 
     def _tsv(self, image_path: str) -> str:
         if self.pool is not None:

@@ -259,6 +259,7 @@ class Pipeline:
             "chars": len(output.markdown),
             "warnings": warnings,
             **({"source": output.source, "source_reason": output.source_reason} if output.source else {}),
+            **({"rotation": output.rotation} if output.rotation is not None else {}),
             **({"extra": output.extra} if output.extra else {}),
         }
         try:
