@@ -9,6 +9,7 @@ import json
 import zlib
 from pathlib import Path
 
+import pypdfium2 as pdfium
 import pytest
 
 from ocr_watcher.engines.orientation import Reading, best_turn, turns_to_try
@@ -247,3 +248,25 @@ def test_scans_sideways_and_upside_down_are_turned_and_read(tmp_path: Path) -> N
         info, markdown = _page(daemon, job, n)
         assert info["rotation"] == (360 - 90 * (n - 1)) % 360, f"page {n}"  # turned back upright
         assert cer(" ".join(lines), markdown) < 0.1, f"page {n}: {markdown!r}"
+
+
+def test_a_scanned_table_becomes_a_markdown_table(tmp_path: Path) -> None:
+    rows = [("Region", "Revenue", "Cost"), ("North", "1,204", "310"), ("South", "987", "1,020"), ("West", "55", "70")]
+    page = [*flow(["The figures of the quarter by region:"], 72, 90)]
+    for n, row in enumerate(rows):
+        page.extend(Span(cell, 72 + 150 * column, 130 + 20 * n) for column, cell in enumerate(row))
+    page.extend(flow(["The West region opened in the last month of the quarter."], 72, 230))
+    digital = styled_pdf(tmp_path / "table.pdf", [page])
+    image = pdfium.PdfDocument(str(digital))[0].render(scale=200 / 72, grayscale=True).to_pil()
+    scan = tmp_path / "scanned-table.pdf"
+    image.save(scan, "PDF", resolution=200)
+    with Daemon(tmp_path, engine="auto") as daemon:
+        drop(daemon.inbox, scan, "scanned-table.pdf")
+        job = daemon.wait_for_job("scanned-table.pdf", {"completed"})
+    info, markdown = _page(daemon, job)
+    assert info["source"] == "ocr"
+    table = [block for block in markdown.strip().split("\n\n") if block.startswith("|")]
+    assert len(table) == 1, markdown
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[0].splitlines()]
+    assert cells[0] == list(rows[0]) and cells[1] == ["---"] * 3
+    assert cells[2:] == [list(row) for row in rows[1:]]

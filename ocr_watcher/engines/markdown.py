@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from .text_layout import with_tables
 from .tsv_layout import Item, Paragraph, body_height, heading_level, is_list, list_items, parse_tsv, segments
 
 # A line start that Markdown would turn into structure: ATX heading, block quote, bullet list,
@@ -71,7 +72,7 @@ def paragraphs_to_markdown(paragraphs: list[list[str]]) -> str:
 
 def tesseract_tsv_to_markdown(tsv: str) -> str:
     """Tesseract's `tsv` output → Markdown: its paragraphs in its reading order (layout_to_markdown)."""
-    return layout_to_markdown(parse_tsv(tsv))
+    return layout_to_markdown(with_tables(parse_tsv(tsv)))
 
 
 def layout_to_markdown(found: list[Paragraph]) -> str:

@@ -21,6 +21,8 @@ PARAGRAPH_GAP = 0.8  # a gap between lines over this many type sizes (beyond the
 SIZE_CHANGE = 0.15
 WORD_GAP = 1.5  # runs further apart than this many type sizes are not one line: a column's gutter
 COLUMN_MIN_WIDTH = 100.0  # points: narrower blocks side by side are a table's cells, read row by row
+CELL_GAP = 2.0  # words of a Tesseract line further apart than this many line heights: other cells
+MAX_CELL_WORDS = 4  # a table's cells hold a few words (median); lines of prose side by side are columns
 SHORT_LINE = 0.7  # a line under this share of the page's widest, ending a sentence, ends its paragraph
 _SENTENCE_END = re.compile(r"[.!?:][\"'”’)\]]*$")
 
@@ -147,6 +149,42 @@ def bands_of(placed: list[_Placed]) -> list[list[_Placed]]:
     return [sorted(band, key=lambda p: p.x0) for band in bands]
 
 
+def cells_of(line: Line) -> list[_Placed]:
+    """A line read by Tesseract, cut where its words stand far apart (a table's columns)."""
+    if len(line.boxes) != len(line.words) or not line.boxes:
+        return [_Placed(line, 0.0, 0.0, 0.0, 0.0)]
+    cells: list[_Placed] = []
+    for word, (left, top, width, height) in zip(line.words, line.boxes, strict=True):
+        last = cells[-1] if cells else None
+        if last is not None and left - last.x1 <= CELL_GAP * max(line.height, 1.0):
+            last.line.words.append(word)
+            last.x1, last.top, last.bottom = left + width, min(last.top, top), max(last.bottom, top + height)
+        else:
+            cells.append(_Placed(Line([word], line.height), left, top, left + width, top + height))
+    return cells
+
+
+def with_tables(found: list[Paragraph]) -> list[Paragraph]:
+    """Tesseract's paragraphs, where lines whose words stand in aligned columns are made a table."""
+    flat = [(n, line) for n, paragraph in enumerate(found) for line in paragraph.lines]
+    bands = [cells_of(line) for _, line in flat]
+    out: list[Paragraph] = []
+    start, owner = 0, -1
+    while start < len(flat):
+        rows = table_rows(bands, start)
+        if rows is not None:
+            out.append(Paragraph(table=rows))
+            start, owner = start + len(rows), -1
+            continue
+        number, line = flat[start]
+        if number != owner:
+            out.append(Paragraph())
+            owner = number
+        out[-1].lines.append(line)
+        start += 1
+    return out
+
+
 def table_rows(bands: list[list[_Placed]], start: int) -> list[list[str]] | None:
     """The table that starts at `bands[start]`: its first band has two cells or more with words,
     and the bands after it have cells that fall in its columns, one a column (numbers set flush
@@ -171,7 +209,10 @@ def table_rows(bands: list[list[_Placed]], start: int) -> list[list[str]] | None
         if cells is None:
             break
         rows.append(cells)
-    return rows if len(rows) >= 2 and all(r is not None for r in rows) else None  # type: ignore[misc]
+    if len(rows) < 2 or any(r is None for r in rows):
+        return None
+    sizes = [len(cell.split()) for r in rows for cell in r if cell]  # type: ignore[union-attr]
+    return rows if median(sizes) <= MAX_CELL_WORDS else None  # type: ignore[return-value]
 
 
 def text_layer_paragraphs(raw: list[list]) -> list[Paragraph]:

@@ -33,6 +33,7 @@ class Line:
     words: list[str] = field(default_factory=list)
     height: float = 0  # its box (the TSV's level-4 row) in pixels, or a text layer's type size
     bold: bool = False  # known from a text layer's font only
+    boxes: list[tuple[int, int, int, int]] = field(default_factory=list)  # its words' (left, top, width, height)
 
 
 @dataclass
@@ -65,12 +66,20 @@ def parse_tsv(tsv: str) -> list[Paragraph]:
         word = cols[11].strip()
         if word and cols[10].strip() != "-1":
             lines[key].words.append(word)
+            lines[key].boxes.append(_box(cols))
     found = []
     for paragraph in paragraphs.values():
         paragraph.lines = [line for line in paragraph.lines if line.words]
         if paragraph.lines:
             found.append(paragraph)
     return found
+
+
+def _box(cols: list[str]) -> tuple[int, int, int, int]:
+    try:
+        return int(cols[6]), int(cols[7]), int(cols[8]), int(cols[9])
+    except ValueError:
+        return 0, 0, 0, 0
 
 
 def body_height(paragraphs: list[Paragraph]) -> float | None:
