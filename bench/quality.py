@@ -6,10 +6,11 @@ scored against ground truth that this benchmark makes itself.
 Documents (drawn by tests/pdfgen.py): a born-digital report of three pages (running header, footer
 and page number, a title, a bold heading, paragraphs with a hyphenated word, a bulleted list, a
 table), the same report scanned (rendered at 200 dpi into an image-only PDF), a two-column page
-whose text is given line by line across the columns, scans turned 90 and 180 degrees, and a scan
-under an invisible garbage OCR layer. Systems: the text layer (pypdfium2's text, pages joined),
-bare Tesseract (`tesseract page.png - --psm 3` on 300 dpi renders), and the daemon with the embedded
-defaults (engine auto: hybrid on this machine), its result.md.
+whose text is given line by line across the columns, scans turned 90 and 180 degrees, scans set
+askew by a degree or two, and a scan under an invisible garbage OCR layer. Systems: the text layer
+(pypdfium2's text, pages joined), bare Tesseract (`tesseract page.png - --psm 3` on 300 dpi
+renders), and the daemon with the embedded defaults (engine auto: hybrid on this machine), its
+result.md.
 
 Measures, each 0 to 1, higher better:
 - words: the share of the ground truth's words found (repeats counted);
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pypdfium2 as pdfium
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Bench, print_figures, running, temp_root, wait_for_jobs  # noqa: E402
@@ -120,12 +122,18 @@ def merged(truths: list[Truth]) -> Truth:
     return out
 
 
-def scan_of(pdf: Path, out: Path, dpi: int = 200, turns: list[int] | None = None) -> Path:
+def scan_of(
+    pdf: Path, out: Path, dpi: int = 200, turns: list[int] | None = None, skews: list[float] | None = None
+) -> Path:
+    """The PDF rendered as a scanner gives it: each page turned clockwise by its turn (degrees) and
+    set askew by its skew (degrees anticlockwise, as a sheet slips in a feeder)."""
     doc = pdfium.PdfDocument(str(pdf))
     images = []
     for n in range(len(doc)):
         image = doc[n].render(scale=dpi / 72, grayscale=True).to_pil()
-        images.append(image.rotate(-(turns or [0] * len(doc))[n], expand=True))
+        image = image.rotate(-(turns or [0] * len(doc))[n], expand=True)
+        skew = (skews or [0.0] * len(doc))[n]
+        images.append(image.rotate(skew, Image.Resampling.BICUBIC, fillcolor=255) if skew else image)
     images[0].save(out, "PDF", save_all=True, append_images=images[1:], resolution=dpi)
     return out
 
@@ -150,6 +158,7 @@ def documents(folder: Path) -> dict[str, tuple[Path, Truth]]:
         "scanned report": (scan_of(report, folder / "scanned.pdf"), truth),
         "two columns": (styled_pdf(folder / "columns.pdf", [columns]), col_truth),
         "turned scans": (scan_of(report, folder / "turned.pdf", turns=[90, 180, 270]), truth),
+        "skewed scans": (scan_of(report, folder / "skewed.pdf", skews=[1.5, -2.5, 0.6]), truth),
         "garbage text layer": (garbage, Truth(body)),
     }
 

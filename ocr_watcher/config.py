@@ -93,7 +93,7 @@ class TesseractConfig(_Section):
     max_side_px: int = Field(5000, ge=256, le=30000)
     psm: int = Field(3, ge=0, le=13)
     in_process: bool = Field(
-        False, description="Read pages with libtesseract in OCR worker processes that keep the model loaded."
+        True, description="Read pages with libtesseract in OCR worker processes that keep the model loaded."
     )
 
 

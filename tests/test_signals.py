@@ -17,7 +17,7 @@ import yaml
 from ocr_watcher.config import DEFAULT_IGNORE
 
 from .daemon import Daemon, drop
-from .pdfgen import sample_lines, scanned_pdf, slow_pdf, text_pdf
+from .pdfgen import concat_pdfs, sample_lines, scanned_pdf, slow_pdf, text_pdf
 
 
 def _rewrite_config(daemon: Daemon, **changes: object) -> None:
@@ -31,17 +31,25 @@ def _rewrite_config(daemon: Daemon, **changes: object) -> None:
     daemon.config_path.write_text(yaml.safe_dump(tree))
 
 
+def _long_scan(tmp_path: Path, pages: int, *, slow_shapes: int = 700) -> Path:
+    """`pages` scanned pages of a few lines, then one that takes seconds to render (700 shapes: about
+    6 s at 300 dpi, 6000: as long at 100 dpi). The scanned pages alone are read in ~40 ms each by
+    the OCR workers, faster than a test's signal lands; the last page keeps the job running."""
+    scan = scanned_pdf(tmp_path / "scan.pdf", [sample_lines(4, seed=s) for s in range(pages)])
+    return concat_pdfs(tmp_path / "long.pdf", [scan, slow_pdf(tmp_path / "slow.pdf", shapes=slow_shapes)])
+
+
 def _pages_on_disk(job_dir: Path) -> dict[int, str]:
     """page number -> the session (daemon run) that OCRed it."""
     return {int(p.stem): json.loads(p.read_text())["session"] for p in (job_dir / "pages").glob("*.json")}
 
 
 def test_sigterm_checkpoints_a_running_job_and_a_restart_finishes_it(tmp_path: Path) -> None:
-    """Given a 20-page scan being OCRed, when the daemon gets SIGTERM, then it exits 0 with the job's
+    """Given a 21-page scan being OCRed, when the daemon gets SIGTERM, then it exits 0 with the job's
     state written (processing, owned by this worker, progress matching the pages on disk); started
     again, it resumes the job, completes it, and OCRs none of the pages done before the stop again."""
     daemon = Daemon(tmp_path, pipeline={"workers": 1}).start()
-    drop(daemon.inbox, scanned_pdf(tmp_path / "long.pdf", [sample_lines(4, seed=s) for s in range(20)]))
+    drop(daemon.inbox, _long_scan(tmp_path, 20))
     daemon.wait_until(
         lambda: (daemon.job_for("long.pdf") or {}).get("progress", {}).get("pages_done", 0) >= 2, 60, "2 pages"
     )
@@ -53,7 +61,7 @@ def test_sigterm_checkpoints_a_running_job_and_a_restart_finishes_it(tmp_path: P
     before = _pages_on_disk(job_dir)
     assert stopped["status"] == "processing"
     assert stopped["worker"]["id"] == "d1" and stopped["worker"]["pid"] == daemon.proc.pid
-    assert stopped["progress"]["pages_done"] == len(before) < 20, "metadata.json records every finished page"
+    assert stopped["progress"]["pages_done"] == len(before) < 21, "metadata.json records every finished page"
     assert "stopped; 1 unfinished jobs will resume on the next start" in daemon.log()
 
     restarted = Daemon(tmp_path).start()  # same worker id: its own job, resumed at once
@@ -63,14 +71,14 @@ def test_sigterm_checkpoints_a_running_job_and_a_restart_finishes_it(tmp_path: P
         assert restarted.stop() == 0
     assert finished["status"] == "completed" and finished["attempts"] == stopped["attempts"]
     after = _pages_on_disk(job_dir)
-    assert sorted(after) == list(range(1, 21))
+    assert sorted(after) == list(range(1, 22))
     assert {page: after[page] for page in before} == before, "pages done before SIGTERM were not OCRed again"
     job_id = finished["job_id"]
     log = restarted.log()
-    for line in (f"{job_id}: claimed long.pdf as queued", f"{job_id}: processing, 20 pages (0 already done)"):
+    for line in (f"{job_id}: claimed long.pdf as queued", f"{job_id}: processing, 21 pages (0 already done)"):
         assert line in log, line
     assert f"{job_id}: resuming (processing, {len(before)} pages done)" in log
-    assert f"{job_id}: completed (pages 20/20)" in log
+    assert f"{job_id}: completed (pages 21/21)" in log
 
 
 def test_sighup_applies_new_ignore_rules_without_dropping_the_running_job(tmp_path: Path) -> None:
@@ -80,7 +88,7 @@ def test_sighup_applies_new_ignore_rules_without_dropping_the_running_job(tmp_pa
     running job completes in the same daemon session as if nothing happened."""
     daemon = Daemon(tmp_path, pipeline={"workers": 1}).start()
     try:
-        drop(daemon.inbox, scanned_pdf(tmp_path / "long.pdf", [sample_lines(4, seed=s) for s in range(12)]))
+        drop(daemon.inbox, _long_scan(tmp_path, 12))
         daemon.wait_for_job("long.pdf", {"processing"})
         _rewrite_config(daemon, intake__ignore=[*DEFAULT_IGNORE, "*.draft.pdf"], outbox=str(tmp_path / "elsewhere"))
         daemon.proc.send_signal(signal.SIGHUP)
@@ -108,13 +116,13 @@ def _page_widths(job_dir: Path) -> dict[int, int]:
 
 
 def test_a_reload_that_changes_the_resolution_leaves_a_running_job_as_it_began(tmp_path: Path) -> None:
-    """Given an 8-page scan being OCRed at 100 dpi, when the config changes the profile's resolution to
+    """Given a 9-page scan being OCRed at 100 dpi, when the config changes the profile's resolution to
     150 dpi and the daemon gets SIGHUP, then every page of that job is still rendered at 100 dpi (its
     settings were fixed at its claim and recorded in metadata.json), while a file dropped after the
     reload is done at 150 dpi. (Before, the job's later pages switched to the new value.)"""
     daemon = Daemon(tmp_path, pipeline={"workers": 1}, profiles={"default": {"dpi": 100}}).start()
     try:
-        drop(daemon.inbox, scanned_pdf(tmp_path / "long.pdf", [sample_lines(4, seed=s) for s in range(8)]))
+        drop(daemon.inbox, _long_scan(tmp_path, 8, slow_shapes=6000))
         daemon.wait_until(
             lambda: (daemon.job_for("long.pdf") or {}).get("progress", {}).get("pages_done", 0) >= 1, 60, "a page"
         )
@@ -132,7 +140,8 @@ def test_a_reload_that_changes_the_resolution_leaves_a_running_job_as_it_began(t
     assert {k: v for k, v in long_job["engine"].items() if v} == {"kind": "tesseract", "language": "eng", "dpi": 100}
     assert after["engine"]["dpi"] == 150
     widths = _page_widths(daemon.job_dir(long_job))
-    assert sorted(widths) == list(range(1, 9)) and len(set(widths.values())) == 1, widths
+    assert sorted(widths) == list(range(1, 10)) and len({widths[page] for page in range(1, 9)}) == 1, widths
+    assert widths[9] == round(612 / 72 * 100), "the last page (8.5 in wide) at 100 dpi too"
     (after_width,) = _page_widths(daemon.job_dir(after)).values()
     assert after_width == round(widths[1] * 1.5), "the same page size at 150 instead of 100 dpi"
 

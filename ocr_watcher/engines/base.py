@@ -47,6 +47,7 @@ class PageOutput:
     source: str | None = None  # "text_layer" or "ocr", where an engine chooses per page
     source_reason: str | None = None
     rotation: int | None = None  # degrees the page was turned clockwise before it was read (tesseract)
+    skew: float | None = None  # and degrees its word geometry was turned clockwise to level its lines
     warnings: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # engine-specific figures (tokens, server, ...)
 

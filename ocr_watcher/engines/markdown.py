@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from .skew import levelled, skew_of
 from .text_layout import with_tables
 from .tsv_layout import Item, Paragraph, body_height, heading_level, is_list, list_items, parse_tsv, segments
 
@@ -72,7 +73,15 @@ def paragraphs_to_markdown(paragraphs: list[list[str]]) -> str:
 
 def tesseract_tsv_to_markdown(tsv: str) -> str:
     """Tesseract's `tsv` output → Markdown: its paragraphs in its reading order (layout_to_markdown)."""
-    return layout_to_markdown(with_tables(parse_tsv(tsv)))
+    return layout_to_markdown(tesseract_layout(tsv)[0])
+
+
+def tesseract_layout(tsv: str) -> tuple[list[Paragraph], float]:
+    """Tesseract's paragraphs with their geometry levelled and its tables found, and the skew
+    (degrees turned clockwise to level the lines, skew.py) that was taken out."""
+    found = parse_tsv(tsv)
+    skew = skew_of(found)
+    return with_tables(levelled(found, skew)), skew
 
 
 def layout_to_markdown(found: list[Paragraph]) -> str:

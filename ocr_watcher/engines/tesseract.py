@@ -26,8 +26,9 @@ from PIL import Image
 
 from ocr_watcher import child
 from ocr_watcher.engines.base import EngineUnavailable, PageError, PageInput, PageOutput, RenderSpec
-from ocr_watcher.engines.markdown import tesseract_tsv_to_markdown
+from ocr_watcher.engines.markdown import layout_to_markdown, tesseract_layout
 from ocr_watcher.engines.orientation import best_turn, reading_of, turns_to_try
+from ocr_watcher.engines.skew import keep_levelled, reread_levelled
 from ocr_watcher.engines.tesseract_pool import WorkerPool, WorkerSettings
 
 log = logging.getLogger("ocr_watcher.engines.tesseract")
@@ -196,15 +197,19 @@ class TesseractEngine:
         if page.image_path is None:
             raise PageError(f"page {page.page}: the tesseract engine needs a rendered image, got none")
         try:
-            tsvs = {0: self._tsv(str(page.image_path))}
-            readings = {0: reading_of(tsvs[0])}
-            for turn in turns_to_try(readings[0]):  # upside down or sideways: read it turned as well
-                tsvs[turn] = self._tsv_turned(page.image_path, turn)
-                readings[turn] = reading_of(tsvs[turn])
+            turn, tsv = self._upright(page.image_path)
+            paragraphs, skew = tesseract_layout(tsv)
+            if not reread_levelled(skew):  # level, or nearly: its geometry was levelled, if anything
+                skew = 0.0
+            else:  # askew enough to cost words: read it again turned level, keep the better reading
+                again = self._tsv_turned(page.image_path, turn + skew)
+                if keep_levelled(reading_of(tsv), reading_of(again)):
+                    paragraphs = tesseract_layout(again)[0]
+                else:
+                    skew = 0.0
         except (TesseractFailed, child.ChildTimeout, child.ChildCrashed, ValueError, OSError) as exc:
             raise PageError(f"page {page.page}: {exc}") from exc
-        turn = best_turn(readings)
-        markdown = tesseract_tsv_to_markdown(tsvs[turn])
+        markdown = layout_to_markdown(paragraphs)
         return PageOutput(
             markdown=markdown,
             engine=self.name,
@@ -212,13 +217,28 @@ class TesseractEngine:
             warnings=[] if markdown else ["no text recognised on this page"],
             extra=self._extra(),
             rotation=turn,
+            skew=skew,
         )
 
-    def _tsv_turned(self, image_path: Path, turn: int) -> str:
-        """The page read turned clockwise by `turn` degrees (a copy beside it, removed after)."""
-        turned = image_path.with_name(f".{image_path.stem}-turned{turn}{image_path.suffix}")
+    def _upright(self, image_path: Path) -> tuple[int, str]:
+        """The page's reading the right way up: (clockwise turn in degrees, its TSV)."""
+        tsvs = {0: self._tsv(str(image_path))}
+        readings = {0: reading_of(tsvs[0])}
+        for turn in turns_to_try(readings[0]):  # upside down or sideways: read it turned as well
+            tsvs[turn] = self._tsv_turned(image_path, turn)
+            readings[turn] = reading_of(tsvs[turn])
+        turn = best_turn(readings)
+        return turn, tsvs[turn]
+
+    def _tsv_turned(self, image_path: Path, degrees: float) -> str:
+        """The page read turned clockwise by `degrees` (a copy beside it, removed after); quarter
+        turns move pixels as they are, other angles are resampled onto white."""
+        turned = image_path.with_name(f".{image_path.stem}-turned{image_path.suffix}")
         with Image.open(image_path) as image:
-            image.rotate(-turn, expand=True).save(turned)
+            if degrees % 90 == 0:
+                image.rotate(-degrees, expand=True).save(turned)
+            else:
+                image.rotate(-degrees, Image.Resampling.BILINEAR, expand=True, fillcolor="white").save(turned)
         try:
             return self._tsv(str(turned))
         finally:

@@ -260,6 +260,7 @@ class Pipeline:
             "warnings": warnings,
             **({"source": output.source, "source_reason": output.source_reason} if output.source else {}),
             **({"rotation": output.rotation} if output.rotation is not None else {}),
+            **({"skew": output.skew} if output.skew is not None else {}),
             **({"extra": output.extra} if output.extra else {}),
         }
         try:
