@@ -17,18 +17,13 @@ from typing import Any
 import yaml
 
 from . import __version__
+from .cli_common import EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE, UsageError, summary_line, wait_for
 from .config import EX_CONFIG, Config, ConfigError, load_config
 from .log_setup import setup_logging
 from .spool.atomic import fsync_dir
-from .spool.layout import CANCEL, RETRY
-from .spool.model import RETRYABLE, TERMINAL, JobMeta, Status
+from .spool.layout import CANCEL, RESULT_FORMATS, RETRY
+from .spool.model import RETRYABLE, TERMINAL, Status
 from .spool.store import AmbiguousJob, JobNotFound, JobStore
-
-EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    pass
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -49,16 +44,6 @@ def _resolve(store: JobStore, prefix: str) -> str:
         raise UsageError(str(exc)) from exc
 
 
-def _summary_line(meta: JobMeta) -> str:
-    progress = meta.progress
-    pages = f"{progress.pages_done}/{progress.pages_total if progress.pages_total is not None else '?'}"
-    line = f"{meta.job_id}  {meta.status.value:<10} pages {pages:<9} {progress.percent:5.1f}%"
-    if meta.error:
-        line += f"  {meta.error.type}: {meta.error.message}"
-    return line
-
-
-# -- subcommands -----------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from .service import Service, StartupError, install_signal_handlers
     from .wiring import build_hooks
@@ -198,7 +183,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(meta.to_json(), indent=2, ensure_ascii=False))
         return EXIT_OK
-    print(_summary_line(meta))
+    print(summary_line(meta))
     print(f"  source   {meta.source.inbox_path} ({meta.source.size} bytes)")
     print(f"  profile  {meta.profile} (priority {meta.priority}), engine {meta.engine.kind if meta.engine else '-'}")
     print(f"  created  {meta.created_at.isoformat()}  finished {meta.finished_at or '-'}")
@@ -213,57 +198,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def wait_for(store: JobStore, job_ids: Sequence[str], timeout: float | None = None) -> int:
-    """Poll metadata.json until every job is terminal; a progress bar on a terminal, lines otherwise."""
-    interactive = sys.stderr.isatty()
-    bars: dict[str, Any] = {}
-    last_line: dict[str, str] = {}
-    deadline = None if timeout is None else time.monotonic() + timeout
-    final: dict[str, JobMeta] = {}
-    if interactive:
-        from tqdm import tqdm
-
-        from .job_list import live_eta
-
-        eta_of = live_eta(store)
-        for position, job_id in enumerate(job_ids):
-            bars[job_id] = tqdm(total=None, desc=job_id[:40], unit="page", position=position, leave=True)
-    try:
-        while len(final) < len(job_ids):
-            for job_id in job_ids:
-                if job_id in final:
-                    continue
-                meta = store.try_load(job_id)
-                if meta is None:
-                    if not store.paths(job_id).dir.exists():
-                        raise UsageError(f"job {job_id} was deleted")
-                    continue
-                if interactive:
-                    bar = bars[job_id]
-                    bar.total = meta.progress.pages_total
-                    bar.n = meta.progress.pages_done + meta.progress.pages_failed
-                    bar.set_postfix_str(" ".join(filter(None, [meta.status.value, eta_of(meta)])), refresh=True)
-                else:
-                    line = _summary_line(meta)
-                    if last_line.get(job_id) != line:
-                        print(line, flush=True)
-                        last_line[job_id] = line
-                if meta.status in TERMINAL:
-                    final[job_id] = meta
-            if len(final) < len(job_ids):
-                if deadline is not None and time.monotonic() > deadline:
-                    print("timed out waiting", file=sys.stderr)
-                    return EXIT_JOB_FAILED
-                time.sleep(0.5)
-    finally:
-        for bar in bars.values():
-            bar.close()
-    return EXIT_OK if all(m.status is Status.COMPLETED for m in final.values()) else EXIT_JOB_FAILED
-
-
 def cmd_wait(args: argparse.Namespace) -> int:
     store = _store(args)
     return wait_for(store, [_resolve(store, job) for job in args.jobs], timeout=args.timeout)
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    """A completed job's result file (by format) to a file, into a folder, or to standard output."""
+    store = _store(args)
+    meta = store.load(_resolve(store, args.job))
+    name, suffix = RESULT_FORMATS[args.format]
+    if meta.status is not Status.COMPLETED:
+        raise UsageError(f"{meta.job_id} is {meta.status.value}: its {name} is written once it completes")
+    source = store.paths(meta.job_id).dir / name
+    if not source.is_file():
+        raise UsageError(f"{meta.job_id} has no {name} (its profile's outputs do not include {args.format})")
+    if args.output is None:
+        with source.open("rb") as fh:
+            shutil.copyfileobj(fh, sys.stdout.buffer)
+        return EXIT_OK
+    target = args.output / (Path(meta.source.name).stem + suffix) if args.output.is_dir() else args.output
+    shutil.copyfile(source, target)
+    print(f"{target}", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -352,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("jobs", nargs="+", metavar="JOB")
     wait.add_argument("--timeout", type=float)
     wait.set_defaults(func=cmd_wait)
+
+    download = sub.add_parser("download", parents=[common], help="copy a completed job's result file")
+    download.add_argument("job", metavar="JOB")
+    download.add_argument("--format", choices=sorted(RESULT_FORMATS), default="markdown")
+    download.add_argument("-o", "--output", type=Path, help="a file, or a folder (named after the source)")
+    download.set_defaults(func=cmd_download)
 
     for name, func, text in (("cancel", cmd_cancel, "cancel a job"), ("retry", cmd_retry, "retry a failed job")):
         command = sub.add_parser(name, parents=[common], help=text)

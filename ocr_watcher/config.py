@@ -17,15 +17,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from .config_env import ENV_CONFIG_FILE, env_overrides
+
 EX_CONFIG = 78
-ENV_PREFIX = "OCR_WATCHER_"
-ENV_CONFIG_FILE = "OCR_WATCHER_CONFIG"
-# Retention limits are read under these names as they are (the service this one replaces used them).
-RETENTION_ENV = {
-    "MAX_JOB_STORAGE_MB": ("retention", "max_job_storage_mb"),
-    "MAX_JOB_COUNT": ("retention", "max_job_count"),
-    "MAX_JOB_AGE_HOURS": ("retention", "max_job_age_hours"),
-}
 
 DEFAULT_IGNORE = [
     ".*",
@@ -226,6 +220,9 @@ class CommandHookConfig(_Section):
     timeout_seconds: float = Field(60.0, gt=0, le=86400)
 
 
+OutputName = Literal["markdown", "txt"]  # result.md (always written), result.txt
+
+
 class ProfileConfig(_Section):
     priority: int = Field(0, ge=-1000, le=1000)
     engine: EngineName | None = None
@@ -237,6 +234,9 @@ class ProfileConfig(_Section):
     webhooks: list[WebhookConfig] | None = None
     command: CommandHookConfig | None = None
     duplicates: Literal["process", "reuse"] | None = None  # null: the default profile's (process)
+    outputs: list[OutputName] | None = Field(
+        None, description="Result files besides result.md: txt (result.txt); null: the default profile's."
+    )
 
 
 class Config(_Section):
@@ -302,38 +302,10 @@ class Config(_Section):
     def reuses_duplicates(self, profile: str) -> bool:
         return self._inherited(profile, "duplicates") == "reuse"
 
-
-def _parse_env_value(raw: str) -> Any:
-    """Environment values are YAML flow values (`null`, `[a, b]`, `{k: v}`); scalars stay strings,
-    which pydantic converts where a number or a flag is wanted (so `WORKER_ID=0` stays the name "0")."""
-    try:
-        parsed = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return raw
-    return raw if isinstance(parsed, (bool, int, float)) else parsed
-
-
-def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
-    node = tree
-    for key in keys[:-1]:
-        child = node.get(key)
-        if not isinstance(child, dict):
-            child = {}
-            node[key] = child
-        node = child
-    node[keys[-1]] = value
-
-
-def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """`OCR_WATCHER_INTAKE__SETTLE_SECONDS=5` -> {"intake": {"settle_seconds": 5}}."""
-    tree: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if name in RETENTION_ENV:
-            _set_path(tree, list(RETENTION_ENV[name]), _parse_env_value(raw))
-        elif name.startswith(ENV_PREFIX) and name != ENV_CONFIG_FILE:
-            keys = name[len(ENV_PREFIX) :].lower().split("__")
-            _set_path(tree, keys, _parse_env_value(raw))
-    return tree
+    def outputs(self, profile: str) -> frozenset[str]:
+        """The result files a job of `profile` gets: its own `outputs`, else the default profile's;
+        result.md always (the job API, duplicates and the web page read it)."""
+        return frozenset(self._inherited(profile, "outputs") or ()) | {"markdown"}
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

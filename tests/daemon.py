@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -221,7 +222,9 @@ def drop(inbox: Path, source: Path, name: str | None = None) -> Path:
 class OutboxReader(threading.Thread):
     """Polls every job folder while daemons work, as a person's script would, and records anything a
     reader must never see: metadata.json that is not valid JSON, a result.md that is not exactly the
-    join of the job's pages, a page file rewritten after it first appeared (the page checkpoint).
+    join of the job's pages, a page file rewritten after it first appeared (the page checkpoint), a
+    DONE that lists a file which is not there with the size and sha256 it lists, and a job recorded
+    as completed without DONE (`done_checked` counts the DONE files found whole).
 
     `page_seen[(job_id, page)]` = (mtime_ns, session) of pages/NNNN.md and .json when first seen.
     """
@@ -233,6 +236,7 @@ class OutboxReader(threading.Thread):
         self.problems: list[str] = []
         self.reads = 0
         self.results_checked = 0
+        self.done_checked = 0
         self.statuses: dict[str, list[str]] = {}
         self.page_seen: dict[tuple[str, int], tuple[int, str | None]] = {}
         self._settled: set[str] = set()  # completed, result checked: no need to read again
@@ -273,13 +277,35 @@ class OutboxReader(threading.Thread):
         if not seen or seen[-1] != meta["status"]:
             seen.append(meta["status"])
         self._read_pages(folder)
+        done = self._check_done(folder, meta)
         try:
             result = (folder / "result.md").read_text()
         except FileNotFoundError:
             return
         self._check_result(folder, result)
-        if meta["status"] == "completed":
+        if meta["status"] == "completed" and done:
             self._settled.add(folder.name)
+
+    def _check_done(self, folder: Path, meta: dict) -> bool:
+        """True when DONE is there and every file it lists is as listed."""
+        done = _json_or_none(folder / "DONE")
+        if done is None:
+            # Read again: a job started over since (its DONE removed first) is no longer completed.
+            again = _json_or_none(folder / "metadata.json") or {}
+            if meta["status"] == "completed" and again.get("revision") == meta.get("revision"):
+                self.problems.append(f"{folder.name}: completed (revision {meta.get('revision')}) without DONE")
+            return False
+        for entry in done["files"]:
+            try:
+                data = (folder / entry["name"]).read_bytes()
+            except FileNotFoundError:
+                data = None
+            if data is None or len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                if _json_or_none(folder / "DONE") == done:  # the same DONE still stands: a reader was misled
+                    self.problems.append(f"{folder.name}: DONE lists {entry['name']} not as it is on disk")
+                return False
+        self.done_checked += 1
+        return True
 
     def _read_pages(self, folder: Path) -> None:
         try:
@@ -320,6 +346,13 @@ class OutboxReader(threading.Thread):
         self.results_checked += 1
         if result != join_pages(pages, total):
             self.problems.append(f"{folder.name}: result.md is not the join of its {total} pages")
+
+
+def _json_or_none(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_bytes())
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
 
 
 def _page_session(path: Path) -> str | None:

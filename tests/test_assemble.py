@@ -98,7 +98,7 @@ def test_assemble_result_from_page_files(store):
     )
     store.write_page(JOB, 2, "Second", {"page": 2, "status": "done", "engine": "text", "seconds_engine": 0.25})
     # When the result is assembled
-    markdown, result = assemble_result(store, meta, {})
+    markdown, result, _ = assemble_result(store, meta, {})
     # Then result.md has the pages in order
     assert markdown == join_pages([(1, "First", None), (2, "Second", None), (3, "Third", None)], 3)
     assert markdown.index("First") < markdown.index("Second") < markdown.index("Third")
@@ -129,7 +129,7 @@ def test_assemble_result_notes_failed_pages(store):
     store.write_page(JOB, 1, "First", {"page": 1, "status": "done", "engine": "tesseract", "model": "eng"})
     store.write_page(JOB, 3, "Third", {"page": 3, "status": "done", "engine": "tesseract", "model": "eng"})
     # When assembled
-    markdown, result = assemble_result(store, meta, {2: "render timed out"})
+    markdown, result, _ = assemble_result(store, meta, {2: "render timed out"})
     # Then the failed page is noted in its place and counted
     assert "> **Page 2 could not be read:** render timed out" in markdown
     assert markdown.index("First") < markdown.index("Page 2 could not") < markdown.index("Third")
@@ -143,7 +143,7 @@ def test_assemble_result_without_page_info_still_works(store):
     meta = make_meta(1)
     store.paths(JOB).pages.mkdir()
     store.paths(JOB).page_md(1).write_text("bare", encoding="utf-8")
-    markdown, result = assemble_result(store, meta, {})
+    markdown, result, _ = assemble_result(store, meta, {})
     assert "bare" in markdown
     assert result["pages"] == [{"page": 1, "status": "done"}]
 
@@ -161,7 +161,7 @@ def test_assemble_result_with_mixed_engines_lists_them(store):
     meta = make_meta(2)
     store.write_page(JOB, 1, "a", {"page": 1, "engine": "vllm", "model": "deepseek-ai/DeepSeek-OCR"})
     store.write_page(JOB, 2, "b", {"page": 2, "engine": "text"})
-    _, result = assemble_result(store, meta, {})
+    _, result, _ = assemble_result(store, meta, {})
     assert result["engine"] == ["text", "vllm"]
     assert result["model"] == "deepseek-ai/DeepSeek-OCR"
 
@@ -169,5 +169,5 @@ def test_assemble_result_with_mixed_engines_lists_them(store):
 def test_assemble_result_reads_utf8(store):
     meta = make_meta(1)
     store.write_page(JOB, 1, "Größe 文档 ✓", {"page": 1})
-    markdown, _ = assemble_result(store, meta, {})
+    markdown, _, _ = assemble_result(store, meta, {})
     assert "Größe 文档 ✓" in markdown

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ocr_watcher.config import DEFAULT_IGNORE, EX_CONFIG, RETENTION_ENV, ConfigError, env_overrides, load_config
+from ocr_watcher.config import DEFAULT_IGNORE, EX_CONFIG, ConfigError, load_config
+from ocr_watcher.config_env import RETENTION_ENV, env_overrides
 
 
 @pytest.fixture(autouse=True)

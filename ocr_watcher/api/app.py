@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from pydantic import StringConstraints
 
 from ..spool.ids import is_job_id
-from ..spool.layout import CANCEL, RETRY
+from ..spool.layout import CANCEL, RESULT_FORMATS, RETRY
 from ..spool.model import RETRYABLE, Status
 from ..spool.store import JobStore
 from .context import NO_STORE, ApiContext, json_answer
@@ -32,6 +32,7 @@ from .create import create_from_upload
 from .idempotency import KEY_PATTERN
 from .render import CONTENT_SECURITY_POLICY, result_html
 from .views import (
+    MEDIA_TYPES,
     STATUS_QUERY_PATTERN,
     STATUSES,
     CreatedJob,
@@ -42,11 +43,13 @@ from .views import (
     deliveries_view,
     job_view,
     parse_statuses,
+    result_files,
 )
 
 log = logging.getLogger("ocr_watcher.api")
 MAX_PAGE_SIZE = 500
 ACTIVE_STATUSES = (Status.QUEUED.value, Status.PROCESSING.value)
+DownloadFormat = Literal["markdown", "txt"]  # the keys of spool.layout.RESULT_FORMATS
 _FIGURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 
@@ -223,18 +226,28 @@ def job_router(ctx: ApiContext) -> APIRouter:
             worker_id = worker.get("id") if isinstance(worker, dict) else None
             view["eta"] = ctx.estimates.eta(str(worker_id), job_id, time.time()) if worker_id else None
         view["deliveries"] = deliveries_view(read_optional_json(store.paths(job_id).deliveries))
+        if meta["status"] == Status.COMPLETED.value:
+            view["files"] = result_files(read_optional_json(store.paths(job_id).done))
         return json_answer(view)
 
     @router.get(
         "/jobs/{job_id}/download",
-        summary="result.md, once completed",
+        summary="A result file, once completed: result.md (format markdown, the default) or result.txt (txt)",
         response_class=MarkdownResponse,
-        responses={409: _problem("Not completed (yet).")},
+        responses={
+            200: {"content": {"text/plain": {}}},
+            404: _problem("The job's profile does not write that format (`outputs`)."),
+            409: _problem("Not completed (yet)."),
+        },
     )
-    def download(job_id: JobId) -> Response:
-        doc = read_completed(store, job_id, "result.md")
-        name = Path(doc.get("source", {}).get("name") or job_id).stem + ".md"
-        return _file(store.paths(job_id).result_md, media_type="text/markdown; charset=utf-8", filename=name)
+    def download(job_id: JobId, format: Annotated[DownloadFormat, Query()] = "markdown") -> Response:
+        file_name, suffix = RESULT_FORMATS[format]
+        doc = read_completed(store, job_id, file_name)
+        path = store.paths(job_id).dir / file_name
+        if not path.is_file():
+            raise HTTPException(404, f"job {job_id} has no {file_name} (its profile's outputs do not include {format})")
+        name = Path(doc.get("source", {}).get("name") or job_id).stem + suffix
+        return _file(path, media_type=MEDIA_TYPES[format], filename=name)
 
     @router.get(
         "/jobs/{job_id}/pages/{page}",

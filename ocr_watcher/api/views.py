@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ..spool.layout import RESULT_FORMATS
 from ..spool.model import Status
 
 STATUSES = [status.value for status in Status]
@@ -44,6 +45,28 @@ class DeliveryView(BaseModel):
     output_tail: str | None = None
 
 
+class ResultFileView(BaseModel):
+    name: str = Field(description="The file in the job folder: result.md, result.txt, result_metadata.json.")
+    bytes: int
+    sha256: str
+    format: str | None = Field(None, description="Its `format` for GET /jobs/{job_id}/download, if it has one.")
+
+
+MEDIA_TYPES = {"markdown": "text/markdown; charset=utf-8", "txt": "text/plain; charset=utf-8"}  # by format
+
+
+def result_files(done: Mapping[str, Any] | None) -> list[dict[str, Any]] | None:
+    """The files a completed job's DONE lists, with their download formats; None without a DONE."""
+    if not isinstance(done, Mapping) or not isinstance(done.get("files"), list):
+        return None
+    formats = {name: fmt for fmt, (name, _) in RESULT_FORMATS.items()}
+    return [
+        {"name": f["name"], "bytes": f["bytes"], "sha256": f["sha256"], "format": formats.get(f["name"])}
+        for f in done["files"]
+        if isinstance(f, Mapping) and {"name", "bytes", "sha256"} <= f.keys()
+    ]
+
+
 class EtaView(BaseModel):
     pages_ahead: int = Field(description="Pages of other jobs to be done before this job's next page.")
     estimated_start: str | None = Field(None, description="When its next page starts; null until pages were measured.")
@@ -74,6 +97,9 @@ class JobView(BaseModel):
     )
     deliveries: list[DeliveryView] | None = Field(
         None, description="Webhook and command outcomes of the job's endings; in GET /jobs/{job_id} only."
+    )
+    files: list[ResultFileView] | None = Field(
+        None, description="A completed job's result files as its DONE lists them; in GET /jobs/{job_id} only."
     )
 
 

@@ -226,7 +226,8 @@ class JobOwner:
         active.result_due = None
         if not active.writing:
             active.writing, work = True, self.hooks.ending_work(active.meta)
-            self.results.start(job, result_write(self.store, active), work)
+            outputs = self.config.outputs(active.meta.profile)
+            self.results.start(job, result_write(self.store, active, outputs), work)
 
     def _follow(self, active: ActiveJob, leader: JobMeta) -> None:
         """A duplicate of a completed job: completed with that job's results (daemon/duplicates.py)."""

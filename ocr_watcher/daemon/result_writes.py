@@ -30,16 +30,17 @@ class ResultWritten:
     error: Exception | None = None
 
 
-def result_write(store: JobStore, active: ActiveJob) -> Callable[[], dict[str, Any]]:
-    """The write that completes `active` (on a result thread, from copies): its own pages assembled,
-    or, for a duplicate, the results of the job it follows shared."""
+def result_write(store: JobStore, active: ActiveJob, outputs: frozenset[str]) -> Callable[[], dict[str, Any]]:
+    """The write that completes `active` (on a result thread, from copies): its own pages assembled
+    into the result files of `outputs` (config.outputs), or, for a duplicate, the results of the job
+    it follows shared."""
     meta, failed, leader = active.meta.model_copy(deep=True), dict(active.job.failed), active.follows
     if leader is not None:
         return lambda: share_results(store, leader, meta)
 
     def write() -> dict[str, Any]:
-        markdown, result_meta = assemble_result(store, meta, failed)
-        store.write_result(meta.job_id, markdown, result_meta)
+        markdown, result_meta, text = assemble_result(store, meta, failed, text="txt" in outputs)
+        store.write_result(meta.job_id, markdown, result_meta, text=text)
         return result_meta
 
     return write

@@ -1,12 +1,19 @@
-"""result.md and result_metadata.json from the page files, once every page is settled."""
+"""result.md, result_metadata.json and result.txt from the page files, once every page is settled."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..spool.model import JobMeta, iso, utc_now
 from ..spool.store import JobStore
+from .plain_text import pages_to_text
 from .repeats import find_repeats, without_repeats
+
+
+class Assembled(NamedTuple):
+    markdown: str  # result.md
+    meta: dict[str, Any]  # result_metadata.json
+    text: str | None  # result.txt, where it was asked for
 
 
 class PageMissing(FileNotFoundError):
@@ -36,7 +43,7 @@ def join_pages(pages: list[tuple[int, str | None, str | None]], total: int) -> s
     return "".join(parts)
 
 
-def assemble_result(store: JobStore, meta: JobMeta, failed: dict[int, str]) -> tuple[str, dict[str, Any]]:
+def assemble_result(store: JobStore, meta: JobMeta, failed: dict[int, str], *, text: bool = False) -> Assembled:
     total = meta.progress.pages_total or 0
     pages: list[tuple[int, str | None, str | None]] = []
     infos: list[dict[str, Any]] = []
@@ -79,4 +86,5 @@ def assemble_result(store: JobStore, meta: JobMeta, failed: dict[int, str]) -> t
         "running_headers_footers": [{"text": r.text, "pages": list(r.pages)} for r in repeats.values()],
         "pages": infos,
     }
-    return join_pages(pages, total), result_meta
+    plain = pages_to_text([markdown for _, markdown, _ in pages]) if text else None
+    return Assembled(join_pages(pages, total), result_meta, plain)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..spool.atomic import fsync_dir
 from ..spool.completed import age_key, ended_ms, from_ms, ms_of, size_of
+from ..spool.done import remove_done
 from ..spool.layout import RETRY
 from ..spool.model import JobMeta, Status, utc_now
 from ..spool.store import JobStore
@@ -276,7 +277,9 @@ class Retention:
     def _move_to_trash(self, job_id: str) -> None:
         self.trash.mkdir(parents=True, exist_ok=True)
         target = self.trash / f"{job_id}-{secrets.token_hex(4)}"
-        os.rename(self.store.paths(job_id).dir, target)
+        paths = self.store.paths(job_id)
+        remove_done(paths.done, fsync=self.store.fsync)  # a watcher holding the job's path sees it end first
+        os.rename(paths.dir, target)
         if self.store.fsync:
             fsync_dir(self.store.root)
         shutil.rmtree(target, ignore_errors=True)  # what is left is removed by the next pass

@@ -57,9 +57,13 @@ def atomic_write_text(path: Path, text: str, **kwargs: Any) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), **kwargs)
 
 
+def json_bytes(obj: Any) -> bytes:
+    """JSON as ocr-watcher writes every file of it: indented, UTF-8, a newline at the end."""
+    return (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
+
+
 def atomic_write_json(path: Path, obj: Any, **kwargs: Any) -> None:
-    data = json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
-    atomic_write_text(path, data, **kwargs)
+    atomic_write_bytes(path, json_bytes(obj), **kwargs)
 
 
 def is_temp_name(name: str) -> bool:

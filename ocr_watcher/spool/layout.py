@@ -9,6 +9,10 @@ INTERNAL_DIR = ".ocr-watcher"  # hidden: ignored by the watcher, never a job
 METADATA = "metadata.json"
 RESULT_MD = "result.md"
 RESULT_METADATA = "result_metadata.json"
+RESULT_TXT = "result.txt"
+DONE = "DONE"  # written last, listing the result files (spool/done.py)
+# The result files a client asks for by format (profile `outputs`): format -> (file, suffix of a copy's name).
+RESULT_FORMATS = {"markdown": (RESULT_MD, ".md"), "txt": (RESULT_TXT, ".txt")}
 PAGES_DIR = "pages"
 IMAGES_DIR = "images"
 CANCEL = "CANCEL"
@@ -44,6 +48,14 @@ class JobPaths:
     @property
     def result_metadata(self) -> Path:
         return self.dir / RESULT_METADATA
+
+    @property
+    def result_txt(self) -> Path:
+        return self.dir / RESULT_TXT
+
+    @property
+    def done(self) -> Path:
+        return self.dir / DONE
 
     @property
     def cancel(self) -> Path:

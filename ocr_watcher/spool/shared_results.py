@@ -1,7 +1,7 @@
 """A job that is a duplicate gets the results of the earlier job with the same content: its pages,
-figures and result.md as hard links where the filesystem allows (else copies), so that retention of
-either job never breaks the other, and a result_metadata.json of its own. result.md comes last, as
-when a job writes its own result."""
+figures, result.txt and result.md as hard links where the filesystem allows (else copies), so that
+retention of either job never breaks the other, and a result_metadata.json of its own. result.md
+comes last, then DONE, as when a job writes its own result."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_json, fsync_dir, is_temp_name, temp_name_for
+from .done import file_entry, manifest, remove_done, write_done
 from .model import JobMeta, iso, utc_now
 from .store import JobStore
 
@@ -49,11 +50,19 @@ def share_results(store: JobStore, leader_id: str, meta: JobMeta) -> dict[str, A
         started_at=iso(meta.started_at or utc_now()),
         finished_at=iso(utc_now()),
     )
+    remove_done(own.done, fsync=store.fsync)
     atomic_write_json(own.result_metadata, result_meta, fsync=store.fsync)
+    written = [own.result_metadata]
+    if leader.result_txt.exists():
+        _share(leader.result_txt, own.result_txt)
+        written.append(own.result_txt)
     _share(leader.result_md, own.result_md)
+    written.append(own.result_md)
     if store.fsync:  # the links are entries in these folders
         for folder in (own.pages, own.images, own.dir):
             fsync_dir(folder)
+    done = {**manifest(meta.job_id, {}), "files": [file_entry(path) for path in written]}
+    write_done(own.done, done, fsync=store.fsync)
     return result_meta
 
 

@@ -20,10 +20,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import leases
-from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, is_temp_name, temp_name_for
+from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, is_temp_name, json_bytes, temp_name_for
 from .completed import CompletedJobs
+from .done import manifest, remove_done, write_done
 from .ids import is_job_id
-from .layout import CANCEL, METADATA, RETRY, JobPaths, OutboxLayout
+from .layout import CANCEL, METADATA, RESULT_MD, RESULT_METADATA, RESULT_TXT, RETRY, JobPaths, OutboxLayout
 from .model import JobMeta
 
 MetadataStamp = tuple[int, int, int]  # (revision, inode, mtime_ns): see JobStore.metadata_stamp
@@ -276,13 +277,24 @@ class JobStore:
         except (FileNotFoundError, ValueError):
             return None
 
-    def write_result(self, job_id: str, markdown: str, result_meta: dict[str, Any]) -> None:
+    def write_result(self, job_id: str, markdown: str, result_meta: dict[str, Any], *, text: str | None = None) -> None:
+        """DONE gone first; result_metadata.json, result.txt (`text`, where wanted) and result.md last
+        of the results (readers take it as the sign of one); then DONE, listing them (spool/done.py)."""
         paths = self.paths(job_id)
-        atomic_write_json(paths.result_metadata, result_meta, fsync=self.fsync)
-        atomic_write_text(paths.result_md, markdown, fsync=self.fsync)
+        remove_done(paths.done, fsync=self.fsync)
+        written = {RESULT_METADATA: json_bytes(result_meta)}
+        if text is not None:
+            written[RESULT_TXT] = text.encode("utf-8")
+        written[RESULT_MD] = markdown.encode("utf-8")
+        for name, data in written.items():
+            atomic_write_bytes(paths.dir / name, data, fsync=self.fsync)
+        write_done(paths.done, manifest(job_id, written), fsync=self.fsync)
 
     def remove_result(self, job_id: str) -> None:
-        for path in (self.paths(job_id).result_md, self.paths(job_id).result_metadata):
+        """DONE first, then the result files, so that a watcher never trusts a DONE that lists them."""
+        paths = self.paths(job_id)
+        remove_done(paths.done, fsync=self.fsync)
+        for path in (paths.result_md, paths.result_txt, paths.result_metadata):
             try:
                 path.unlink()
             except FileNotFoundError:
@@ -292,6 +304,7 @@ class JobStore:
         """Remove every page, figure and the result, as one step for readers and for a crash: the
         folders are renamed away (a temp name, which `sweep_temp_files` removes if a crash leaves it)."""
         paths = self.paths(job_id)
+        remove_done(paths.done, fsync=self.fsync)  # before the pages its results came from
         for folder in (paths.pages, paths.images):
             gone = temp_name_for(folder)
             try:
