@@ -66,7 +66,7 @@ def render_pages(pdf: Path, folder: Path, fmt: str) -> list[Path]:
     """Every page as the daemon renders it for tesseract: grayscale at TESS.dpi, as PGM or PNG."""
     import pypdfium2 as pdfium
 
-    from ocr_watcher.pipeline.render_worker import fit_scale
+    from ocr_watcher.pipeline.render_sizes import fit_scale
 
     folder.mkdir(parents=True, exist_ok=True)
     out = []

@@ -1,5 +1,6 @@
 """Fixtures shared by the tests: inbox and outbox folders, one on another filesystem, tmpfs mounts, and
-the real-vLLM tier's servers (tests/test_vllm_real.py)."""
+the real-vLLM tier's servers (tests/test_vllm_real.py); and, after every test, each page JSON it left
+in its folders checked against the documented schema (docs/schema/page.schema.json)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.schema import check_page_files
 from tests.storage import mount_tmpfs, unmount_all
 from tests.vllm_cpu.server import VllmServers
+
+
+@pytest.fixture(autouse=True)
+def _page_files_follow_the_schema(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every pages/NNNN.json a test leaves under its tmp_path validates against the schema."""
+    yield
+    tmp_path = getattr(request.node, "funcargs", {}).get("tmp_path")  # the folder outlives its fixture
+    if tmp_path is not None:
+        problems = check_page_files(tmp_path)
+        assert problems == [], "page JSON not as docs/schema/page.schema.json says:\n" + "\n".join(problems[:10])
 
 
 def _folder(tmp_path: Path, name: str) -> Path:

@@ -241,7 +241,10 @@ def test_a_small_job_is_not_stuck_behind_a_large_one(tmp_path: Path) -> None:
     completes while most of the 40 pages are still to do."""
     daemon = Daemon(tmp_path).start()
     try:
-        drop(daemon.inbox, scanned_pdf(tmp_path / "large.pdf", [sample_lines(4, seed=s) for s in range(40)]))
+        # Letter pages of 12 lines (~0.3 s each to read): the OCR workers read the small pages of the
+        # other tests in ~40 ms, so 40 of those would be done before the small job is even claimed.
+        pages = [sample_lines(12, seed=s) for s in range(40)]
+        drop(daemon.inbox, scanned_pdf(tmp_path / "large.pdf", pages, size_in=(8.5, 11.0)))
         daemon.wait_until(
             lambda: (daemon.job_for("large.pdf") or {}).get("progress", {}).get("pages_done", 0) >= 2,
             60,

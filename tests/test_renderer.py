@@ -13,7 +13,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from ocr_watcher.engines.base import RenderSpec
-from ocr_watcher.pipeline.render_worker import bitmap_size, fit_scale, pdf_load_problem, sniff
+from ocr_watcher.pipeline.render_sizes import bitmap_size, fit_scale
+from ocr_watcher.pipeline.render_worker import pdf_load_problem, sniff
 from ocr_watcher.pipeline.renderer import (
     EXIT_OUT_OF_MEMORY,
     InputError,

@@ -47,7 +47,10 @@ class PageOutput:
     source: str | None = None  # "text_layer" or "ocr", where an engine chooses per page
     source_reason: str | None = None
     rotation: int | None = None  # degrees the page was turned clockwise before it was read (tesseract)
-    skew: float | None = None  # and degrees its word geometry was turned clockwise to level its lines
+    skew: float | None = None  # and degrees it was then turned clockwise to level its lines
+    # Where the words are (engines/geometry.py): blocks of lines of words with their boxes in pixels of
+    # the rendered page (`box_px`), or in points (`box_pt`) where there is no rendered page.
+    blocks: list[dict[str, Any]] | None = None
     warnings: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # engine-specific figures (tokens, server, ...)
 

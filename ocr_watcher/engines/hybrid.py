@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ocr_watcher.engines.base import PageInput, PageOutput
+from ocr_watcher.engines.geometry import span_blocks
 from ocr_watcher.engines.markdown import layout_to_markdown, text_layer_to_markdown
 from ocr_watcher.engines.tesseract import TesseractEngine
 from ocr_watcher.engines.text_layout import text_layer_paragraphs
@@ -25,11 +26,16 @@ class HybridEngine:
 
     def recognize(self, page: PageInput) -> PageOutput:
         if page.image_path is None:  # the render worker trusted the text layer and rendered nothing
+            blocks = None
             if page.spans is not None:  # its geometry: headings, lists, paragraphs from it
                 markdown = layout_to_markdown(text_layer_paragraphs(page.spans))
+                blocks = span_blocks(page.spans)
             else:
                 markdown = text_layer_to_markdown(page.text or "")
-            return PageOutput(markdown=markdown, engine="text", source="text_layer", source_reason=page.source_reason)
+            reason = page.source_reason
+            return PageOutput(
+                markdown=markdown, engine="text", source="text_layer", source_reason=reason, blocks=blocks
+            )
         output = self.ocr.recognize(page)
         output.source, output.source_reason = "ocr", page.source_reason
         return output

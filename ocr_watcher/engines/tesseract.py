@@ -26,6 +26,7 @@ from PIL import Image
 
 from ocr_watcher import child
 from ocr_watcher.engines.base import EngineUnavailable, PageError, PageInput, PageOutput, RenderSpec
+from ocr_watcher.engines.geometry import Frame, tsv_blocks
 from ocr_watcher.engines.markdown import layout_to_markdown, tesseract_layout
 from ocr_watcher.engines.orientation import best_turn, reading_of, turns_to_try
 from ocr_watcher.engines.skew import keep_levelled, reread_levelled
@@ -197,19 +198,20 @@ class TesseractEngine:
         if page.image_path is None:
             raise PageError(f"page {page.page}: the tesseract engine needs a rendered image, got none")
         try:
-            turn, tsv = self._upright(page.image_path)
+            turn, tsv, read_size = self._upright(page.image_path)
             paragraphs, skew = tesseract_layout(tsv)
             if not reread_levelled(skew):  # level, or nearly: its geometry was levelled, if anything
                 skew = 0.0
             else:  # askew enough to cost words: read it again turned level, keep the better reading
-                again = self._tsv_turned(page.image_path, turn + skew)
+                again, again_size = self._tsv_turned(page.image_path, turn + skew)
                 if keep_levelled(reading_of(tsv), reading_of(again)):
-                    paragraphs = tesseract_layout(again)[0]
+                    paragraphs, tsv, read_size = tesseract_layout(again)[0], again, again_size
                 else:
                     skew = 0.0
         except (TesseractFailed, child.ChildTimeout, child.ChildCrashed, ValueError, OSError) as exc:
             raise PageError(f"page {page.page}: {exc}") from exc
         markdown = layout_to_markdown(paragraphs)
+        page_size = (page.width, page.height) if page.width and page.height else read_size
         return PageOutput(
             markdown=markdown,
             engine=self.name,
@@ -218,29 +220,35 @@ class TesseractEngine:
             extra=self._extra(),
             rotation=turn,
             skew=skew,
+            blocks=tsv_blocks(tsv, Frame(read_size, page_size, turn + skew)),
         )
 
-    def _upright(self, image_path: Path) -> tuple[int, str]:
-        """The page's reading the right way up: (clockwise turn in degrees, its TSV)."""
-        tsvs = {0: self._tsv(str(image_path))}
-        readings = {0: reading_of(tsvs[0])}
+    def _upright(self, image_path: Path) -> tuple[int, str, tuple[int, int]]:
+        """The page's reading the right way up: (clockwise turn in degrees, its TSV, the size of the
+        image read)."""
+        with Image.open(image_path) as image:
+            size = image.size
+        read = {0: (self._tsv(str(image_path)), size)}
+        readings = {0: reading_of(read[0][0])}
         for turn in turns_to_try(readings[0]):  # upside down or sideways: read it turned as well
-            tsvs[turn] = self._tsv_turned(image_path, turn)
-            readings[turn] = reading_of(tsvs[turn])
+            read[turn] = self._tsv_turned(image_path, turn)
+            readings[turn] = reading_of(read[turn][0])
         turn = best_turn(readings)
-        return turn, tsvs[turn]
+        return turn, *read[turn]
 
-    def _tsv_turned(self, image_path: Path, degrees: float) -> str:
-        """The page read turned clockwise by `degrees` (a copy beside it, removed after); quarter
-        turns move pixels as they are, other angles are resampled onto white."""
+    def _tsv_turned(self, image_path: Path, degrees: float) -> tuple[str, tuple[int, int]]:
+        """The page read turned clockwise by `degrees` (a copy beside it, removed after), and the
+        turned image's size; quarter turns move pixels as they are, other angles are resampled onto
+        white."""
         turned = image_path.with_name(f".{image_path.stem}-turned{image_path.suffix}")
         with Image.open(image_path) as image:
             if degrees % 90 == 0:
-                image.rotate(-degrees, expand=True).save(turned)
+                copy = image.rotate(-degrees, expand=True)
             else:
-                image.rotate(-degrees, Image.Resampling.BILINEAR, expand=True, fillcolor="white").save(turned)
+                copy = image.rotate(-degrees, Image.Resampling.BILINEAR, expand=True, fillcolor="white")
+        copy.save(turned)
         try:
-            return self._tsv(str(turned))
+            return self._tsv(str(turned)), copy.size
         finally:
             turned.unlink(missing_ok=True)
 

@@ -27,10 +27,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ocr_watcher.child import EXIT_OUT_OF_MEMORY, claim_stdout, serve_frames
 from ocr_watcher.engines.text_trust import judge_text_layer
 from ocr_watcher.pipeline.page_source import image_cover, text_spans
+from ocr_watcher.pipeline.render_sizes import bitmap_size, fit_scale, image_dpi, scale_note, upright_size
 from ocr_watcher.pipeline.renderer import InputError as InputProblem  # sent to the parent as one
 
 MAX_IMAGE_PIXELS = 250_000_000  # ~15800 px square; beyond that an image is treated as a bomb
-_FLOAT_SLACK = 1 - 1e-9  # far below a pixel even at 10^6 px, far above float error
 _PNM_SUFFIXES = {".pgm", ".ppm", ".pnm"}
 _EXIF_ORIENTATION = 0x0112
 _IMAGE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF"}
@@ -58,35 +58,6 @@ def sniff(head: bytes) -> str | None:
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return "tiff"
     return None
-
-
-def bitmap_size(points: float, scale: float) -> int:
-    """Pixels PDFium gives `points` at `scale` (it rounds up), minus float noise: 792 pt at 300 dpi
-    is 3300 px, not the 3301 that 792 * (300 / 72) = 3300.0000000000005 would round up to."""
-    return math.ceil(points * scale * _FLOAT_SLACK)
-
-
-def fit_scale(width_pt: float, height_pt: float, dpi: float, max_side_px: int) -> tuple[float, bool]:
-    """PDFium scale (pixels per point) for `dpi`, reduced so the longest side fits `max_side_px`.
-
-    Decided from the page size before rendering: a 200-inch page is rendered small, never rendered
-    huge and shrunk. Returns (scale, reduced); the scale carries the float slack for PDFium's ceil().
-    """
-    scale = dpi / 72
-    longest = max(width_pt, height_pt)
-    reduced = bitmap_size(longest, scale) > max_side_px
-    if reduced:
-        scale = max_side_px / longest
-    return scale * _FLOAT_SLACK, reduced
-
-
-def upright_size(size: tuple[int, int], exif_orientation: int | None) -> tuple[int, int]:
-    """Width and height once EXIF orientation is applied: 5-8 turn the image by 90 degrees."""
-    return (size[1], size[0]) if exif_orientation in (5, 6, 7, 8) else size
-
-
-def scale_note(full: tuple[int, int], actual: tuple[int, int]) -> str:
-    return f"scaled down from {full[0]}x{full[1]} px to {actual[0]}x{actual[1]} px"
 
 
 _PDFIUM_ERRORS = {
@@ -257,6 +228,7 @@ def _pdf_text(doc: pdfium.PdfDocument, page: int, *, best: bool = False) -> dict
         text = textpage.get_text_bounded()
         width, height = (round(v) for v in pdf_page.get_size())
         found = {"image_path": None, "text": text, "width": width, "height": height, "scale_note": None}
+        found["size_pt"] = list(pdf_page.get_size())
         if best:
             verdict = judge_text_layer(text, image_cover(pdf_page))
             found["source_reason"] = verdict.reason
@@ -287,7 +259,8 @@ def _pdf_image(doc: pdfium.PdfDocument, page: int, spec: dict[str, Any], out_pat
     if reduced:
         full = (bitmap_size(width_pt, spec["dpi"] / 72), bitmap_size(height_pt, spec["dpi"] / 72))
         note = scale_note(full, size)
-    return {"image_path": str(out_path), "text": text, "width": size[0], "height": size[1], "scale_note": note}
+    found = {"image_path": str(out_path), "text": text, "width": size[0], "height": size[1], "scale_note": note}
+    return {**found, "size_pt": [width_pt, height_pt]}
 
 
 def _image_page(path: Path, page: int, spec: dict[str, Any], out_path: Path) -> dict[str, Any]:
@@ -297,6 +270,7 @@ def _image_page(path: Path, page: int, spec: dict[str, Any], out_path: Path) -> 
         try:
             source.seek(page - 1)
             full = upright_size(source.size, source.getexif().get(_EXIF_ORIENTATION))
+            dpi = image_dpi(source.info.get("dpi"), spec["dpi"])
             if max(full) > cap:  # JPEG can decode at 1/2, 1/4 or 1/8 size directly: far less memory
                 factor = cap / max(full)
                 source.draft(None, (math.ceil(source.width * factor), math.ceil(source.height * factor)))
@@ -309,7 +283,14 @@ def _image_page(path: Path, page: int, spec: dict[str, Any], out_path: Path) -> 
     if max(full) > cap:
         note = scale_note(full, image.size)
     _save(image, out_path)
-    return {"image_path": str(out_path), "text": None, "width": image.width, "height": image.height, "scale_note": note}
+    found = {
+        "image_path": str(out_path),
+        "text": None,
+        "width": image.width,
+        "height": image.height,
+        "scale_note": note,
+    }
+    return {**found, "size_pt": [v * 72 / dpi for v in full]}
 
 
 def _upright(image: Image.Image, *, grayscale: bool) -> Image.Image:

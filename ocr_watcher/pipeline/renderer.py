@@ -55,6 +55,7 @@ class RenderedPage:
     scale_note: str | None = None  # e.g. "scaled down from 60000x60000 px to 5000x5000 px"
     source_reason: str | None = None  # RenderSpec "best": why the text layer is used, or not
     spans: list[list] | None = None  # ...and where it is: its runs of text (pipeline/page_source.py)
+    size_pt: list[float] | None = None  # the page as shown, in points (an image's from its resolution)
 
 
 # --- exit status ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engines.base import Engine, PageError, PageInput
+from ..engines.geometry import with_points
 from ..spool.model import iso, utc_now
 from ..spool.store import JobStore
 from .renderer import DocumentInfo, InputError, RenderCrashed, RenderedPage, RenderTimeout, RenderWorker
@@ -76,6 +77,16 @@ class PipelineSettings:
     work_dir: Path
     worker_id: str
     session: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+
+def page_geometry(blocks: list[dict] | None, size_px: tuple[int, int], size_pt: list[float] | None) -> dict:
+    """The page JSON's `size_pt` and `blocks` (engines/geometry.py), boxes in points added."""
+    found: dict[str, Any] = {"size_pt": [round(v, 2) for v in size_pt]} if size_pt else {}
+    if blocks:
+        if size_pt:
+            with_points(blocks, size_px, (size_pt[0], size_pt[1]))
+        found["blocks"] = blocks
+    return found
 
 
 class Pipeline:
@@ -261,6 +272,7 @@ class Pipeline:
             **({"source": output.source, "source_reason": output.source_reason} if output.source else {}),
             **({"rotation": output.rotation} if output.rotation is not None else {}),
             **({"skew": output.skew} if output.skew is not None else {}),
+            **page_geometry(output.blocks, (item.rendered.width, item.rendered.height), item.rendered.size_pt),
             **({"extra": output.extra} if output.extra else {}),
         }
         try:
