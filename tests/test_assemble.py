@@ -11,6 +11,8 @@ from ocr_watcher.pipeline.assemble import assemble_result, join_pages, page_sepa
 from ocr_watcher.spool.model import JobMeta, Source, Status, Worker
 from ocr_watcher.spool.store import JobStore
 
+pytestmark = pytest.mark.hand_made_pages  # page files written by hand, a few fields each
+
 T0 = datetime(2026, 1, 7, 12, 0, 0, tzinfo=timezone.utc)
 JOB = "doc.pdf_20260107_120000_abcdef12"
 

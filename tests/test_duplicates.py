@@ -109,6 +109,7 @@ def _follower_meta(store: JobStore, job_id: str) -> JobMeta:
     return JobMeta(job_id=job_id, source=source, input_file="input.pdf", created_at=utc_now(), worker=worker)
 
 
+@pytest.mark.hand_made_pages
 def test_shared_results_are_links_that_outlive_the_earlier_job(tmp_path: Path) -> None:
     store = JobStore(tmp_path, fsync=False)
     _completed_job(store, A)
@@ -127,6 +128,7 @@ def test_shared_results_are_links_that_outlive_the_earlier_job(tmp_path: Path) -
         shared_results.share_results(store, A, meta)
 
 
+@pytest.mark.hand_made_pages
 def test_results_are_copied_where_the_filesystem_refuses_hard_links(tmp_path: Path, monkeypatch) -> None:
     """os.link is made to fail as it does on a share mounted without hard links (EPERM on SMB, EXDEV
     across filesystems): a contract double, since this machine's filesystem links."""

@@ -205,6 +205,7 @@ def test_done_pages_without_pages_folder(store):
     assert store.done_pages(A1) == set()
 
 
+@pytest.mark.hand_made_pages
 def test_write_page_writes_info_and_markdown(store):
     store.write_page(A1, 7, "# Seven", {"page": 7, "engine": "text"})
     assert store.read_page(A1, 7) == "# Seven"
@@ -215,6 +216,7 @@ def test_write_page_writes_info_and_markdown(store):
     assert leftovers(store.paths(A1).pages) == []
 
 
+@pytest.mark.hand_made_pages
 def test_write_page_writes_json_before_md(store, monkeypatch):
     # Given that writing the Markdown fails (a crash between the two writes)
     def fail(path, *args, **kwargs):
@@ -229,6 +231,7 @@ def test_write_page_writes_json_before_md(store, monkeypatch):
     assert store.done_pages(A1) == set()
 
 
+@pytest.mark.hand_made_pages
 def test_write_page_records_the_order(store, monkeypatch):
     order: list[str] = []
     real_json, real_text = store_module.atomic_write_json, store_module.atomic_write_text

@@ -110,14 +110,14 @@ def test_upload_progress_result_and_download(tmp_path: Path, page: sync_api.Page
     when a person uploads it with the page's file picker,
     then its row appears and its progress bar only moves forward to 100 % as the job completes;
     opening the job shows the recognised text in the sandboxed result frame, Download saves exactly the
-    Markdown that GET /jobs/{id}/download serves, under the upload's name, and Download .txt the
-    result.txt that the profile's outputs add; a file that is not a PDF is
+    Markdown that GET /jobs/{id}/download serves, under the upload's name, and Download .txt and .pdf
+    the result.txt and searchable result.pdf that the profile's outputs add; a file that is not a PDF is
     refused with the server's reason shown; and the page logs no errors."""
     pdf = scanned_pdf(tmp_path / "harbour-report.pdf", SCAN_PAGES)
     not_a_pdf = tmp_path / "notes.pdf"
     not_a_pdf.write_text("These are plain text notes, not a PDF.\n" * 20)
 
-    outputs = {"default": {"outputs": ["markdown", "txt"]}}
+    outputs = {"default": {"outputs": ["markdown", "txt", "pdf"]}}
     with Daemon(tmp_path, unique_name("web"), engine="tesseract", profiles=outputs) as daemon:
         url = daemon.http_url
         page.goto(url)
@@ -192,6 +192,13 @@ def test_upload_progress_result_and_download(tmp_path: Path, page: sync_api.Page
             page.click("#more-downloads button[data-format=txt]")
         assert info.value.suggested_filename == "harbour-report.txt"
         assert Path(info.value.path()).read_bytes() == served_text.content
+        # And the searchable PDF.
+        served_pdf = requests.get(f"{url}/jobs/{job_id}/download", params={"format": "pdf"}, timeout=10)
+        assert served_pdf.status_code == 200 and served_pdf.content.startswith(b"%PDF-")
+        with page.expect_download(timeout=10_000) as info:
+            page.click("#more-downloads button[data-format=pdf]")
+        assert info.value.suggested_filename == "harbour-report.pdf"
+        assert Path(info.value.path()).read_bytes() == served_pdf.content
         shot = screenshot(page, "web-page.png")
 
         # When: a file that only claims to be a PDF is uploaded. Then: the server's reason is shown.

@@ -16,6 +16,8 @@ from typing import Any
 
 from ..pipeline.assemble import assemble_result
 from ..pipeline.scheduler import RunningJob
+from ..pipeline.searchable_pdf import job_pdf
+from ..spool.layout import RESULT_PDF, RESULT_TXT
 from ..spool.shared_results import share_results
 from ..spool.store import JobStore
 from .active import ActiveJob
@@ -40,7 +42,13 @@ def result_write(store: JobStore, active: ActiveJob, outputs: frozenset[str]) ->
 
     def write() -> dict[str, Any]:
         markdown, result_meta, text = assemble_result(store, meta, failed, text="txt" in outputs)
-        store.write_result(meta.job_id, markdown, result_meta, text=text)
+        more = {RESULT_TXT: text.encode("utf-8")} if text is not None else {}
+        if "pdf" in outputs:
+            try:
+                more[RESULT_PDF] = job_pdf(store, meta)
+            except Exception as exc:  # an input pypdf cannot rewrite, an image: the rest stands
+                result_meta["warnings"].append(f"no result.pdf: {exc}")
+        store.write_result(meta.job_id, markdown, result_meta, more=more)
         return result_meta
 
     return write

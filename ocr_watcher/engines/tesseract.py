@@ -198,7 +198,7 @@ class TesseractEngine:
         if page.image_path is None:
             raise PageError(f"page {page.page}: the tesseract engine needs a rendered image, got none")
         try:
-            turn, tsv, read_size = self._upright(page.image_path)
+            turn, tsv, read_size, page_size = self._upright(page.image_path, (page.width, page.height))
             paragraphs, skew = tesseract_layout(tsv)
             if not reread_levelled(skew):  # level, or nearly: its geometry was levelled, if anything
                 skew = 0.0
@@ -211,7 +211,6 @@ class TesseractEngine:
         except (TesseractFailed, child.ChildTimeout, child.ChildCrashed, ValueError, OSError) as exc:
             raise PageError(f"page {page.page}: {exc}") from exc
         markdown = layout_to_markdown(paragraphs)
-        page_size = (page.width, page.height) if page.width and page.height else read_size
         return PageOutput(
             markdown=markdown,
             engine=self.name,
@@ -223,18 +222,20 @@ class TesseractEngine:
             blocks=tsv_blocks(tsv, Frame(read_size, page_size, turn + skew)),
         )
 
-    def _upright(self, image_path: Path) -> tuple[int, str, tuple[int, int]]:
+    def _upright(self, image_path: Path, size: tuple[int, int]) -> tuple[int, str, tuple[int, int], tuple[int, int]]:
         """The page's reading the right way up: (clockwise turn in degrees, its TSV, the size of the
-        image read)."""
-        with Image.open(image_path) as image:
-            size = image.size
-        read = {0: (self._tsv(str(image_path)), size)}
+        image read, the rendered page's size); `size`: the rendered page's, where the caller knows it."""
+        first = self._tsv(str(image_path))
+        if not all(size):  # a caller that did not say: the image's own
+            with Image.open(image_path) as image:
+                size = image.size
+        read = {0: (first, size)}
         readings = {0: reading_of(read[0][0])}
         for turn in turns_to_try(readings[0]):  # upside down or sideways: read it turned as well
             read[turn] = self._tsv_turned(image_path, turn)
             readings[turn] = reading_of(read[turn][0])
         turn = best_turn(readings)
-        return turn, *read[turn]
+        return turn, *read[turn], size
 
     def _tsv_turned(self, image_path: Path, degrees: float) -> tuple[str, tuple[int, int]]:
         """The page read turned clockwise by `degrees` (a copy beside it, removed after), and the

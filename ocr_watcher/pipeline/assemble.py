@@ -60,6 +60,7 @@ def assemble_result(store: JobStore, meta: JobMeta, failed: dict[int, str], *, t
         # Figure links are written relative to pages/NNNN.md; result.md sits one folder up.
         pages.append((page, markdown.replace("](../images/", "](images/"), None))
         info = store.read_page_info(meta.job_id, page) or {"page": page, "status": "done"}
+        info.pop("blocks", None)  # where the words are stays in the page files: it would make this file huge
         infos.append(info)
         warnings.extend(f"page {page}: {w}" for w in info.get("warnings", []))
     # Running headers, footers and page numbers stay in the page files, not in result.md.

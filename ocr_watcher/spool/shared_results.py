@@ -1,5 +1,5 @@
 """A job that is a duplicate gets the results of the earlier job with the same content: its pages,
-figures, result.txt and result.md as hard links where the filesystem allows (else copies), so that
+figures, result.txt, result.pdf and result.md as hard links where the filesystem allows (else copies), so that
 retention of either job never breaks the other, and a result_metadata.json of its own. result.md
 comes last, then DONE, as when a job writes its own result."""
 
@@ -14,6 +14,7 @@ from typing import Any
 
 from .atomic import atomic_write_json, fsync_dir, is_temp_name, temp_name_for
 from .done import file_entry, manifest, remove_done, write_done
+from .layout import RESULT_PDF, RESULT_TXT
 from .model import JobMeta, iso, utc_now
 from .store import JobStore
 
@@ -53,9 +54,10 @@ def share_results(store: JobStore, leader_id: str, meta: JobMeta) -> dict[str, A
     remove_done(own.done, fsync=store.fsync)
     atomic_write_json(own.result_metadata, result_meta, fsync=store.fsync)
     written = [own.result_metadata]
-    if leader.result_txt.exists():
-        _share(leader.result_txt, own.result_txt)
-        written.append(own.result_txt)
+    for name in (RESULT_TXT, RESULT_PDF):
+        if (leader.dir / name).exists():
+            _share(leader.dir / name, own.dir / name)
+            written.append(own.dir / name)
     _share(leader.result_md, own.result_md)
     written.append(own.result_md)
     if store.fsync:  # the links are entries in these folders

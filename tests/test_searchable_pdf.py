@@ -1,0 +1,177 @@
+"""result.pdf (pipeline/searchable_pdf.py): the input's pages untouched with invisible words where
+the words are. First the pure rules (where a shown point lies in a page's own space, which pages get
+words), then a real daemon on real scans made here: pages upright, with /Rotate 90, askew, a
+born-digital page and a scan under a garbage OCR layer. result.pdf is read back with PDFium, not the
+library that wrote it: same pages, sizes and images; its text has the Markdown's words, where the
+words are on the page; the born-digital page keeps its own text and the garbage layer is gone."""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from pathlib import Path
+
+import pypdfium2 as pdfium
+import pytest
+from pypdf import PdfReader, PdfWriter
+from rapidfuzz.distance import Levenshtein
+
+from ocr_watcher.pipeline.searchable_pdf import PageText, pdf_pages, shown_to_user, words_stream
+
+from .daemon import Daemon, drop
+from .pdfgen import concat_pdfs, draw_page, flow, image_page_pdf, styled_pdf
+
+CROP = (10.0, 20.0, 610.0, 820.0)  # a crop box 600 x 800 pt, not at the origin
+
+
+@pytest.mark.parametrize(
+    ("rotate", "top_left", "bottom_right"),
+    [
+        (0, (10, 820), (610, 20)),  # shown as it is: y flips
+        (90, (10, 20), (610, 820)),  # turned clockwise for showing: the shown top left is user (x0, y0)
+        (180, (610, 20), (10, 820)),
+        (270, (610, 820), (10, 20)),
+    ],
+)
+def test_a_shown_point_is_found_in_the_pages_own_space(rotate, top_left, bottom_right) -> None:
+    to_user = shown_to_user(rotate, CROP)
+    shown = (600, 800) if rotate in (0, 180) else (800, 600)
+    assert to_user(0, 0) == pytest.approx(top_left)
+    assert to_user(*shown) == pytest.approx(bottom_right)
+
+
+def test_words_are_drawn_invisibly_along_their_boxes() -> None:
+    stream = words_stream([("Hé", [100.0, 50.0, 120.0, 60.0]), ("", [0, 0, 1, 1])], shown_to_user(0, (0, 0, 600, 800)))
+    assert stream.startswith(b"BT\n3 Tr\n") and stream.endswith(b"ET\n")
+    assert b"1 0 0 1 100.00 742.00 Tm <004800E90020> Tj" in stream  # baseline a fifth of the box up
+    assert b"10.00 Tf 200.00 Tz" in stream  # 2 glyphs half an em (5 pt) wide, stretched to 20 pt
+    assert stream.count(b"Tj") == 1  # an empty word draws nothing
+
+
+def test_which_pages_get_words() -> None:
+    word = {"text": "Total", "box_pt": [1, 2, 3, 4]}
+    blocks = [{"kind": "text", "lines": [{"words": [word, {"text": "px only", "box_px": [1, 2, 3, 4]}]}]}]
+    pages = pdf_pages(
+        [
+            {"page": 1, "status": "done", "blocks": blocks},
+            {"page": 2, "status": "done", "source": "text_layer", "blocks": blocks},  # keeps its own text
+            {"page": 3, "status": "failed"},
+            {"page": 4, "status": "done"},  # an engine without word boxes
+        ]
+    )
+    assert pages == {1: PageText([("Total", [1, 2, 3, 4])], strip=True)}
+
+
+REPORT = [
+    "Harbour traffic grew in every quarter of the year while the",
+    "number of ships waiting outside the port fell by a third.",
+    "Revenue from container handling reached a new record.",
+]
+GARBAGE = ["Tbq qnxk brwn fxjs jmps vr th lzy dgs", "wth grt spd nd prcsn rdng"] * 8
+
+
+def _scan(source: Path, out: Path, turn: float = 0.0) -> Path:
+    image = pdfium.PdfDocument(str(source))[0].render(scale=200 / 72, grayscale=True).to_pil()
+    if turn:
+        image = image.rotate(turn, resample=3, fillcolor=255)
+    image.save(out, "PDF", resolution=200)
+    return out
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[A-Za-z]{3,}", text.lower())
+
+
+def _recall(expected: list[str], found: list[str]) -> float:
+    pool = list(found)
+    hits = 0
+    for word in expected:
+        match = next((w for w in pool if Levenshtein.normalized_distance(w, word) <= 0.2), None)
+        if match is not None:
+            pool.remove(match)
+            hits += 1
+    return hits / max(1, len(expected))
+
+
+def _images(pdf: Path) -> list[list[bytes]]:
+    """Each page's image XObjects, as the bytes stored in the file."""
+    found = []
+    for page in PdfReader(pdf).pages:
+        xobjects = page["/Resources"].get("/XObject", {})
+        found.append(sorted(xobjects[name].get_object().get_data() for name in xobjects))
+    return found
+
+
+def test_result_pdf_is_the_input_made_searchable(tmp_path: Path) -> None:
+    """Given a 5-page PDF: a scan, the same scan with /Rotate 90, a scan 1.5 degrees askew, a
+    born-digital page and a scan under an invisible garbage OCR layer, when the daemon (engine auto,
+    outputs pdf) reads it, then result.pdf has the input's pages, sizes, rotations and images; PDFium
+    finds in each page the words of its Markdown (recall >= 0.9); on the upright and the turned scan
+    each word lies where the word is on the page; the born-digital page's text is its own, not doubled; and
+    the garbage layer is gone."""
+    digital = styled_pdf(tmp_path / "digital.pdf", [flow(REPORT, 72, 120, size=14, leading=20)])
+    upright = _scan(digital, tmp_path / "upright.pdf")
+    turned = PdfWriter(clone_from=upright)
+    turned.pages[0].rotate(90)
+    turned.write(tmp_path / "turned.pdf")
+    askew = _scan(digital, tmp_path / "askew.pdf", turn=1.5)
+    one = draw_page(REPORT, dpi=100, size_in=(8.5, 11.0)).convert("L")
+    garbage = image_page_pdf(
+        tmp_path / "garbage.pdf", one.width, one.height, 8, zlib.compress(one.tobytes()), GARBAGE, invisible=True
+    )
+    parts = [upright, tmp_path / "turned.pdf", askew, digital, garbage]
+    source = concat_pdfs(tmp_path / "harbour.pdf", parts)
+    with Daemon(tmp_path, engine="auto", profiles={"default": {"outputs": ["pdf"]}}) as daemon:
+        drop(daemon.inbox, source)
+        job = daemon.wait_for_job("harbour.pdf", {"completed"}, timeout=180)
+    job_dir = daemon.job_dir(job)
+    result = job_dir / "result.pdf"
+    done = json.loads((job_dir / "DONE").read_text())
+    assert "result.pdf" in [f["name"] for f in done["files"]]
+
+    before, after = PdfReader(source), PdfReader(result)
+    assert len(after.pages) == len(before.pages) == 5
+    for old, new in zip(before.pages, after.pages, strict=True):
+        assert [float(v) for v in new.mediabox] == [float(v) for v in old.mediabox]
+        assert new.rotation == old.rotation
+    assert _images(result) == _images(source)
+
+    document = pdfium.PdfDocument(str(result))
+    texts = [document[n].get_textpage().get_text_bounded() for n in range(5)]
+    for n in range(5):
+        markdown = (job_dir / "pages" / f"{n + 1:04d}.md").read_text()
+        assert _recall(_words(markdown), _words(texts[n])) >= 0.9, (n + 1, texts[n])
+    assert not {"qnxk", "brwn", "fxjs"} & set(_words(texts[4])), "the garbage layer is still there"
+    own = pdfium.PdfDocument(str(digital))[0].get_textpage().get_text_bounded()
+    assert " ".join(texts[3].split()) == " ".join(own.split()), "the born-digital page got a second text layer"
+
+    # On the upright scan and on the one shown turned (/Rotate 90: the same scan in the page's own
+    # space), each word found lies over the same word of the page it was scanned from.
+    truth = pdfium.PdfDocument(str(digital))[0].get_textpage()
+    for n in (0, 1):
+        found = document[n].get_textpage()
+        for word in ("Harbour", "traffic", "quarter", "ships", "Revenue", "container", "record"):
+            expected, got = _box_of(truth, word), _box_of(found, word)
+            assert got is not None, f"page {n + 1}: {word} is not in result.pdf's text"
+            assert _overlap(expected, got) > 0.3, (n + 1, word, expected, got)
+
+
+def _box_of(textpage: pdfium.PdfTextPage, word: str) -> tuple[float, float, float, float] | None:
+    searcher = textpage.search(word, match_case=False, match_whole_word=True)
+    hit = searcher.get_next()
+    if hit is None:
+        return None
+    start, count = hit
+    boxes = [textpage.get_charbox(i) for i in range(start, start + count)]
+    return min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over the smaller box's area."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return width * height / max(smaller, 1e-6)
