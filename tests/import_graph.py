@@ -37,6 +37,7 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
         f"{PACKAGE}.engines.text_trust",  # whether a page's text layer is used (pure)
         f"{PACKAGE}.engines.text_check",
         f"{PACKAGE}.engines.geometry",  # boxes in pixels and points (pure)
+        f"{PACKAGE}.engines.plain_text",  # result.txt from Markdown (pure)
         f"{PACKAGE}.child",
     ),
     # What observers are handed, and the hook interface: plain values, no observer, no service.

@@ -22,6 +22,7 @@ from ocr_watcher.engines.deepseek_markdown import (
     Figure,
     Region,
     box_to_pixels,
+    grounded_blocks,
     parse,
     parse_boxes,
     to_markdown,
@@ -304,3 +305,17 @@ def test_random_mixtures_of_tag_pieces_never_raise_nor_leak_tags():
             left, top, right, bottom = figure.box_px
             assert 0 <= left < right <= 300
             assert 0 <= top < bottom <= 200
+
+
+def test_grounding_regions_become_page_blocks_of_their_kinds() -> None:
+    output = (
+        "<|ref|>sub_title<|/ref|><|det|>[[0, 0, 499, 99], [500, 0, 999, 99]]<|/det|>\n## Two **boxes**\n\n"
+        "<|ref|>image<|/ref|><|det|>[[0, 100, 999, 499]]<|/det|>\n\n"
+        "<|ref|>caption<|/ref|><|det|>[[0, 500, 999, 599]]<|/det|>\nA *caption*\n"
+        "<|ref|>text<|/ref|><|det|>[[0, 600, 999"  # cut off by max_tokens
+    )
+    assert grounded_blocks(output, 999, 999) == [
+        {"kind": "title", "box_px": [0, 0, 999, 99], "lines": [{"text": "Two boxes", "box_px": [0, 0, 999, 99]}]},
+        {"kind": "figure", "box_px": [0, 100, 999, 499], "lines": []},
+        {"kind": "text", "box_px": [0, 500, 999, 599], "lines": [{"text": "A caption", "box_px": [0, 500, 999, 599]}]},
+    ]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ocr_watcher.pipeline.plain_text import markdown_to_text, pages_to_text
+from ocr_watcher.engines.plain_text import markdown_to_text, pages_to_text
 
 from .daemon import Daemon, OutboxReader, drop
 from .pdfgen import text_pdf

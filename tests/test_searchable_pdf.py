@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path
 
 import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
 import pytest
 from pypdf import PdfReader, PdfWriter
 from rapidfuzz.distance import Levenshtein
@@ -20,7 +21,8 @@ from rapidfuzz.distance import Levenshtein
 from ocr_watcher.pipeline.searchable_pdf import PageText, pdf_pages, shown_to_user, words_stream
 
 from .daemon import Daemon, drop
-from .pdfgen import concat_pdfs, draw_page, flow, image_page_pdf, styled_pdf
+from .fake_vllm import FakeVllm
+from .pdfgen import concat_pdfs, draw_page, flow, image_page_pdf, multipage_tiff, styled_pdf
 
 CROP = (10.0, 20.0, 610.0, 820.0)  # a crop box 600 x 800 pt, not at the origin
 
@@ -175,3 +177,46 @@ def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
         return 0.0
     smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
     return width * height / max(smaller, 1e-6)
+
+
+def test_vllm_blocks_land_in_their_boxes(tmp_path: Path) -> None:
+    """Given the vllm engine against the contract double (tests/fake_vllm.py: canned DeepSeek-OCR
+    grounding output, no model), when a scanned page is read with outputs pdf, then the page JSON has
+    the grounding regions as blocks of their kinds, and in result.pdf each block's text lies inside
+    its block's box (PDFium reads it back from there)."""
+    with FakeVllm() as server:
+        config = {"servers": [server.url], "max_in_flight": 4}
+        with Daemon(tmp_path, engine="vllm", vllm=config, profiles={"default": {"outputs": ["pdf"]}}) as daemon:
+            drop(daemon.inbox, _scan(styled_pdf(tmp_path / "one.pdf", [flow(REPORT, 72, 120)]), tmp_path / "scan.pdf"))
+            job = daemon.wait_for_job("scan.pdf", {"completed"}, timeout=60)
+    job_dir = daemon.job_dir(job)
+    info = json.loads((job_dir / "pages" / "0001.json").read_text())
+    assert [block["kind"] for block in info["blocks"]] == ["title", "text", "figure", "table"]
+    page = pdfium.PdfDocument(str(job_dir / "result.pdf"))[0]
+    height = page.get_size()[1]
+    textpage = page.get_textpage()
+    for block in info["blocks"]:
+        for line in block["lines"]:
+            left, top, right, bottom = line["box_pt"]
+            inside = textpage.get_text_bounded(left - 1, height - bottom - 1, right + 1, height - top + 1)
+            assert " ".join(inside.split()) == line["text"], (block["kind"], inside)
+    assert "Stand-in page" in textpage.get_text_bounded()
+
+
+def test_an_image_input_becomes_a_searchable_pdf_of_its_frames(tmp_path: Path) -> None:
+    """Given a two-page TIFF at 200 dpi, when it is read with outputs pdf, then result.pdf has a page
+    per frame, of the frame's size at its resolution, showing the frame, with its Markdown's words."""
+    pages = [REPORT[:2], REPORT[1:]]
+    tiff = multipage_tiff(tmp_path / "fax.tiff", pages)
+    with Daemon(tmp_path, engine="auto", profiles={"default": {"outputs": ["pdf"]}}) as daemon:
+        drop(daemon.inbox, tiff)
+        job = daemon.wait_for_job("fax.tiff", {"completed"}, timeout=120)
+    job_dir = daemon.job_dir(job)
+    document = pdfium.PdfDocument(str(job_dir / "result.pdf"))
+    assert len(document) == 2
+    for n in range(2):
+        assert document[n].get_size() == pytest.approx((4.25 * 72, 3.0 * 72), abs=0.5)  # 850 x 600 px at 200 dpi
+        (image,) = [o for o in document[n].get_objects() if o.type == pdfium_c.FPDF_PAGEOBJ_IMAGE]
+        assert image.get_px_size() == (850, 600)
+        markdown = (job_dir / "pages" / f"{n + 1:04d}.md").read_text()
+        assert _recall(_words(markdown), _words(document[n].get_textpage().get_text_bounded())) >= 0.9

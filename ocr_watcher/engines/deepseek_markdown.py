@@ -31,6 +31,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from .plain_text import markdown_to_text
+
 IMAGE_LABEL = "image"
 SCALE_MAX = 999
 _MAX_DET_CHARS = 10_000  # far above any real box list; bounds the work literal_eval can be made to do
@@ -198,6 +200,35 @@ def box_to_pixels(box: Box, width: int, height: int) -> Box:
     right = min(width, -(-x2 * width // SCALE_MAX))
     bottom = min(height, -(-y2 * height // SCALE_MAX))
     return (left, top, right, bottom)
+
+
+# DeepSeek-OCR's region labels → the page JSON's block kinds (engines/geometry.py); others are text.
+_KINDS = {"title": "title", "sub_title": "title", "table": "table", "image": "figure"}
+
+
+def grounded_blocks(output: str, width: int, height: int) -> list[dict]:
+    """The page JSON's blocks from the grounding output: one per region, its kind from its label, its
+    box (all its boxes together) in pixels of the width × height page, and its content as plain text
+    (one line across the block: the model gives no finer geometry). Never raises."""
+    blocks: list[dict] = []
+    region, content = None, []
+    for item in [*parse(output).items, None]:
+        if isinstance(item, str):
+            content.append(item)
+            continue
+        if region is not None and region.boxes:
+            boxes = [box_to_pixels(box, width, height) for box in region.boxes]
+            box = [
+                min(b[0] for b in boxes),
+                min(b[1] for b in boxes),
+                max(b[2] for b in boxes),
+                max(b[3] for b in boxes),
+            ]
+            text = " ".join(markdown_to_text("".join(content)).split())
+            lines = [{"text": text, "box_px": box}] if text and region.label.lower() != IMAGE_LABEL else []
+            blocks.append({"kind": _KINDS.get(region.label.lower(), "text"), "box_px": box, "lines": lines})
+        region, content = item, []
+    return blocks
 
 
 def figure_name(page: int, number: int) -> str:

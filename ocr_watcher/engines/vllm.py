@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from ocr_watcher.engines.base import PageError, PageInput, PageOutput, RenderSpec
-from ocr_watcher.engines.deepseek_markdown import to_markdown
+from ocr_watcher.engines.deepseek_markdown import grounded_blocks, to_markdown
 from ocr_watcher.engines.deepseek_tokens import answer_budget
 from ocr_watcher.engines.markdown import text_layer_to_markdown
 from ocr_watcher.engines.text_check import not_text_reason
@@ -355,7 +355,9 @@ class VllmEngine:
         if (reason := not_text_reason(said, call.completion.text, call.completion.completion_tokens)) is not None:
             extra["not_text"] = reason
             warnings.append(f"the model's output is not text ({reason}): check the vLLM release and the model")
-        return PageOutput(markdown=markdown, engine=self.name, model=self.model, warnings=warnings, extra=extra)
+        text = call.completion.text
+        blocks = None if extra.get("fallback_applied") else grounded_blocks(text, page.width, page.height)
+        return PageOutput(markdown, self.name, self.model, warnings=warnings, extra=extra, blocks=blocks or None)
 
     def _convert(self, text: str, page: PageInput) -> tuple[str, list[dict[str, Any]], list[str]]:
         # Links relative to pages/NNNN.md; assembly makes them relative to result.md.

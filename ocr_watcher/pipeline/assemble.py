@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from ..engines.plain_text import pages_to_text
 from ..spool.model import JobMeta, iso, utc_now
 from ..spool.store import JobStore
-from .plain_text import pages_to_text
 from .repeats import find_repeats, without_repeats
 
 

@@ -1,10 +1,13 @@
-"""How large a rendered page is: the scale for a resolution within a size limit, an image's own
-resolution and orientation. Pure functions, for the render worker and the benchmarks."""
+"""How large a rendered page is, and which way up: the scale for a resolution within a size limit,
+an image's own resolution and orientation, an image frame turned upright and flattened. For the
+render worker, result.pdf's pages of image frames, and the benchmarks."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+from PIL import Image, ImageOps
 
 _FLOAT_SLACK = 1 - 1e-9  # far below a pixel even at 10^6 px, far above float error
 
@@ -45,3 +48,14 @@ def upright_size(size: tuple[int, int], exif_orientation: int | None) -> tuple[i
 
 def scale_note(full: tuple[int, int], actual: tuple[int, int]) -> str:
     return f"scaled down from {full[0]}x{full[1]} px to {actual[0]}x{actual[1]} px"
+
+
+def upright(image: Image.Image, *, grayscale: bool) -> Image.Image:
+    """EXIF orientation applied, alpha flattened onto white, in L or RGB."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        image = flat
+    return image.convert("L" if grayscale else "RGB")

@@ -22,12 +22,12 @@ from typing import Any
 
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from ocr_watcher.child import EXIT_OUT_OF_MEMORY, claim_stdout, serve_frames
 from ocr_watcher.engines.text_trust import judge_text_layer
 from ocr_watcher.pipeline.page_source import image_cover, text_spans
-from ocr_watcher.pipeline.render_sizes import bitmap_size, fit_scale, image_dpi, scale_note, upright_size
+from ocr_watcher.pipeline.render_sizes import bitmap_size, fit_scale, image_dpi, scale_note, upright, upright_size
 from ocr_watcher.pipeline.renderer import InputError as InputProblem  # sent to the parent as one
 
 MAX_IMAGE_PIXELS = 250_000_000  # ~15800 px square; beyond that an image is treated as a bomb
@@ -274,7 +274,7 @@ def _image_page(path: Path, page: int, spec: dict[str, Any], out_path: Path) -> 
             if max(full) > cap:  # JPEG can decode at 1/2, 1/4 or 1/8 size directly: far less memory
                 factor = cap / max(full)
                 source.draft(None, (math.ceil(source.width * factor), math.ceil(source.height * factor)))
-            image = _upright(source, grayscale=spec["grayscale"])
+            image = upright(source, grayscale=spec["grayscale"])
         except (OSError, SyntaxError, ValueError) as exc:
             raise InputProblem("corrupt_image", f"page {page} of the image cannot be decoded ({exc})") from exc
     note = None
@@ -291,17 +291,6 @@ def _image_page(path: Path, page: int, spec: dict[str, Any], out_path: Path) -> 
         "scale_note": note,
     }
     return {**found, "size_pt": [v * 72 / dpi for v in full]}
-
-
-def _upright(image: Image.Image, *, grayscale: bool) -> Image.Image:
-    """EXIF orientation applied, alpha flattened onto white, in L or RGB."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, (255, 255, 255))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        image = flat
-    return image.convert("L" if grayscale else "RGB")
 
 
 def _save(image: Image.Image, out_path: Path) -> None:

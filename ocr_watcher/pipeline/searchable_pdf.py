@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image, ImageSequence
 from pypdf import PdfReader, PdfWriter
 from pypdf.generic import (
     ArrayObject,
@@ -32,6 +33,7 @@ from pypdf.generic import (
 
 from ..spool.model import JobMeta
 from ..spool.store import JobStore
+from .render_sizes import upright
 
 FONT = "/OCRWatcherText"
 _SHOW_TEXT = {b"Tj", b"TJ", b"'", b'"'}
@@ -53,8 +55,9 @@ class PageText:
 
 def pdf_pages(infos: Iterable[dict[str, Any]]) -> dict[int, PageText]:
     """From the page files: which pages get words, and which. A page read from its own text layer
-    keeps it and gets none; a page OCRed gets its words, over its own invisible text removed; a page
-    that failed, or whose engine gives no word boxes, stays as it is."""
+    keeps it and gets none; a page OCRed gets its words (where the engine gives lines only, as
+    DeepSeek-OCR's blocks, each line's text stretched across its box), over its own invisible text
+    removed; a page that failed, or whose engine gives no boxes, stays as it is."""
     pages: dict[int, PageText] = {}
     for info in infos:
         if info.get("status") != "done" or info.get("source") == "text_layer":
@@ -63,8 +66,8 @@ def pdf_pages(infos: Iterable[dict[str, Any]]) -> dict[int, PageText]:
             (word["text"], word["box_pt"])
             for block in info.get("blocks") or []
             for line in block.get("lines", [])
-            for word in line.get("words", [])
-            if "box_pt" in word
+            for word in line.get("words") or [line]  # an engine with no word boxes: the line's text
+            if "box_pt" in word and word.get("text")
         ]
         if words:
             degrees = float(info.get("rotation") or 0) + float(info.get("skew") or 0)
@@ -123,15 +126,34 @@ def _codes(text: str) -> str:
 
 
 def job_pdf(store: JobStore, meta: JobMeta) -> bytes:
-    """A job's result.pdf from its input and its page files (PDF inputs only: ValueError otherwise)."""
-    if meta.kind != "pdf":
-        raise ValueError("result.pdf is made for PDF inputs only, so far")
+    """A job's result.pdf from its input and its page files: a PDF's own pages, or an image's
+    frames made into pages of the size its page files give (ValueError for other inputs)."""
     total = meta.progress.pages_total or 0
-    infos = (store.read_page_info(meta.job_id, page) or {} for page in range(1, total + 1))
-    return searchable_pdf(store.paths(meta.job_id).input(meta.input_file), pdf_pages(infos))
+    infos = [store.read_page_info(meta.job_id, page) or {} for page in range(1, total + 1)]
+    source = store.paths(meta.job_id).input(meta.input_file)
+    if meta.kind == "image":
+        sizes = [info.get("size_pt") for info in infos]
+        return searchable_pdf(io.BytesIO(frames_pdf(source, sizes)), pdf_pages(infos))
+    if meta.kind != "pdf":
+        raise ValueError(f"result.pdf is made from PDF and image inputs, not {meta.kind or 'this kind of file'}")
+    return searchable_pdf(source, pdf_pages(infos))
 
 
-def searchable_pdf(source: Path, pages: dict[int, PageText]) -> bytes:
+def frames_pdf(image_path: Path, sizes_pt: list[list[float] | None]) -> bytes:
+    """An image's frames (a multi-page TIFF's every page) as a PDF, each page `sizes_pt` points as
+    the render worker measured it (the image's stated resolution), turned upright as it was read."""
+    with Image.open(image_path) as image:
+        pages = []
+        for frame in ImageSequence.Iterator(image):
+            pages.append(upright(frame, grayscale=frame.mode in ("1", "L", "I;16")))
+    size = next((s for s in sizes_pt if s), None)
+    resolution = 72.0 * pages[0].width / size[0] if size else 72.0
+    out = io.BytesIO()
+    pages[0].save(out, "PDF", save_all=True, append_images=pages[1:], resolution=resolution, quality=92)
+    return out.getvalue()
+
+
+def searchable_pdf(source: Path | io.BytesIO, pages: dict[int, PageText]) -> bytes:
     """`source` with the words of `pages` (page number → PageText; other pages unchanged)."""
     reader = PdfReader(source)
     writer = PdfWriter(clone_from=reader)
