@@ -220,7 +220,7 @@ class CommandHookConfig(_Section):
     timeout_seconds: float = Field(60.0, gt=0, le=86400)
 
 
-OutputName = Literal["markdown", "txt", "pdf"]  # result.md (always written), result.txt, result.pdf
+OutputName = Literal["markdown", "txt", "pdf", "json"]  # result.md (always written), .txt, .pdf, .json
 
 
 class ProfileConfig(_Section):
@@ -235,7 +235,7 @@ class ProfileConfig(_Section):
     command: CommandHookConfig | None = None
     duplicates: Literal["process", "reuse"] | None = None  # null: the default profile's (process)
     outputs: list[OutputName] | None = Field(
-        None, description="Result files besides result.md: txt, pdf (searchable); null: the default profile's."
+        None, description="Result files besides result.md: txt, pdf (searchable), json; null: the default profile's."
     )
 
 

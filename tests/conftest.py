@@ -1,6 +1,6 @@
 """Fixtures shared by the tests: inbox and outbox folders, one on another filesystem, tmpfs mounts, and
 the real-vLLM tier's servers (tests/test_vllm_real.py); and, after every test, each page JSON it left
-in its folders checked against the documented schema (docs/schema/page.schema.json)."""
+in its folders checked against the documented schemas (docs/schema/: page files, result.json)."""
 
 from __future__ import annotations
 

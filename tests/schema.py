@@ -1,4 +1,5 @@
-"""The documented JSON Schemas (docs/schema/), and a check of the files a test left behind."""
+"""The documented JSON Schemas (docs/schema/), and a check of the files a test left behind: every
+pages/NNNN.json against page.schema.json, every result.json against result.schema.json."""
 
 from __future__ import annotations
 
@@ -8,31 +9,41 @@ from functools import cache
 from pathlib import Path
 
 from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "docs" / "schema"
 
 
 @cache
 def validator(name: str) -> Draft202012Validator:
-    schema = json.loads((SCHEMAS / name).read_text())
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    """The schema `name`, with the others it refers to (by their $id)."""
+    resources = []
+    for path in sorted(SCHEMAS.glob("*.schema.json")):
+        schema = json.loads(path.read_text())
+        Draft202012Validator.check_schema(schema)
+        resources.append((schema["$id"], Resource.from_contents(schema)))
+    registry = Registry().with_resources(resources)
+    return Draft202012Validator(json.loads((SCHEMAS / name).read_text()), registry=registry)
+
+
+def _schema_of(folder: str, name: str) -> str | None:
+    if os.path.basename(folder) == "pages" and name.endswith(".json") and name[:-5].isdigit():
+        return "page.schema.json"
+    return "result.schema.json" if name == "result.json" else None
 
 
 def check_page_files(root: Path) -> list[str]:
-    """What is wrong with each pages/NNNN.json under `root` (empty: all of them validate)."""
+    """What is wrong with each page or result JSON under `root` (empty: all of them validate)."""
     problems: list[str] = []
-    check = validator("page.schema.json")
     for folder, _, files in os.walk(root):
-        if os.path.basename(folder) != "pages":
-            continue
         for name in files:
-            if not (name.endswith(".json") and name[:-5].isdigit()):
+            schema = _schema_of(folder, name)
+            if schema is None:
                 continue
             path = Path(folder, name)
             try:
                 doc = json.loads(path.read_bytes())
             except (OSError, ValueError):
                 continue  # removed meanwhile, or a test's own broken file: the reader checks say so
-            problems.extend(f"{path}: {error.json_path}: {error.message}" for error in check.iter_errors(doc))
+            problems.extend(f"{path}: {e.json_path}: {e.message}" for e in validator(schema).iter_errors(doc))
     return problems

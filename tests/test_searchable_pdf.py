@@ -8,6 +8,7 @@ words are on the page; the born-digital page keeps its own text and the garbage 
 from __future__ import annotations
 
 import json
+import random
 import re
 import zlib
 from pathlib import Path
@@ -22,7 +23,7 @@ from ocr_watcher.pipeline.searchable_pdf import PageText, pdf_pages, shown_to_us
 
 from .daemon import Daemon, drop
 from .fake_vllm import FakeVllm
-from .pdfgen import concat_pdfs, draw_page, flow, image_page_pdf, multipage_tiff, styled_pdf
+from .pdfgen import concat_pdfs, draw_page, flow, image_page_pdf, multipage_tiff, slow_pdf, styled_pdf
 
 CROP = (10.0, 20.0, 610.0, 820.0)  # a crop box 600 x 800 pt, not at the origin
 
@@ -73,10 +74,16 @@ REPORT = [
 GARBAGE = ["Tbq qnxk brwn fxjs jmps vr th lzy dgs", "wth grt spd nd prcsn rdng"] * 8
 
 
-def _scan(source: Path, out: Path, turn: float = 0.0) -> Path:
+def _scan(source: Path, out: Path, turn: float = 0.0, specks: int = 0) -> Path:
+    """The first page of `source` as a scanner gives it at 200 dpi: turned `turn` degrees, with
+    `specks` dark specks of dust (seeded)."""
     image = pdfium.PdfDocument(str(source))[0].render(scale=200 / 72, grayscale=True).to_pil()
     if turn:
         image = image.rotate(turn, resample=3, fillcolor=255)
+    rng = random.Random(specks)
+    for _ in range(specks):
+        x, y = rng.randrange(image.width - 3), rng.randrange(image.height - 3)
+        image.paste(rng.randrange(0, 90), (x, y, x + rng.randint(1, 3), y + rng.randint(1, 3)))
     image.save(out, "PDF", resolution=200)
     return out
 
@@ -106,9 +113,9 @@ def _images(pdf: Path) -> list[list[bytes]]:
 
 
 def test_result_pdf_is_the_input_made_searchable(tmp_path: Path) -> None:
-    """Given a 5-page PDF: a scan, the same scan with /Rotate 90, a scan 1.5 degrees askew, a
+    """Given a 5-page PDF: a scan, the same scan with /Rotate 90, a dusty scan 1.5 degrees askew, a
     born-digital page and a scan under an invisible garbage OCR layer, when the daemon (engine auto,
-    outputs pdf) reads it, then result.pdf has the input's pages, sizes, rotations and images; PDFium
+    outputs pdf and json) reads it, then result.pdf has the input's pages, sizes, rotations and images; PDFium
     finds in each page the words of its Markdown (recall >= 0.9); on the upright and the turned scan
     each word lies where the word is on the page; the born-digital page's text is its own, not doubled; and
     the garbage layer is gone."""
@@ -117,20 +124,23 @@ def test_result_pdf_is_the_input_made_searchable(tmp_path: Path) -> None:
     turned = PdfWriter(clone_from=upright)
     turned.pages[0].rotate(90)
     turned.write(tmp_path / "turned.pdf")
-    askew = _scan(digital, tmp_path / "askew.pdf", turn=1.5)
+    askew = _scan(digital, tmp_path / "askew.pdf", turn=1.5, specks=3000)
     one = draw_page(REPORT, dpi=100, size_in=(8.5, 11.0)).convert("L")
     garbage = image_page_pdf(
         tmp_path / "garbage.pdf", one.width, one.height, 8, zlib.compress(one.tobytes()), GARBAGE, invisible=True
     )
     parts = [upright, tmp_path / "turned.pdf", askew, digital, garbage]
     source = concat_pdfs(tmp_path / "harbour.pdf", parts)
-    with Daemon(tmp_path, engine="auto", profiles={"default": {"outputs": ["pdf"]}}) as daemon:
+    with Daemon(tmp_path, engine="auto", profiles={"default": {"outputs": ["pdf", "json"]}}) as daemon:
         drop(daemon.inbox, source)
         job = daemon.wait_for_job("harbour.pdf", {"completed"}, timeout=180)
     job_dir = daemon.job_dir(job)
     result = job_dir / "result.pdf"
     done = json.loads((job_dir / "DONE").read_text())
-    assert "result.pdf" in [f["name"] for f in done["files"]]
+    assert {"result.pdf", "result.json"} <= {f["name"] for f in done["files"]}
+    collected = json.loads((job_dir / "result.json").read_text())  # its schema: checked after every test
+    assert collected["pages_total"] == 5
+    assert collected["pages"] == [json.loads((job_dir / "pages" / f"{n:04d}.json").read_text()) for n in range(1, 6)]
 
     before, after = PdfReader(source), PdfReader(result)
     assert len(after.pages) == len(before.pages) == 5
@@ -220,3 +230,28 @@ def test_an_image_input_becomes_a_searchable_pdf_of_its_frames(tmp_path: Path) -
         assert image.get_px_size() == (850, 600)
         markdown = (job_dir / "pages" / f"{n + 1:04d}.md").read_text()
         assert _recall(_words(markdown), _words(document[n].get_textpage().get_text_bounded())) >= 0.9
+
+
+def test_a_page_that_failed_stays_as_it_was(tmp_path: Path) -> None:
+    """Given a 3-page PDF whose last page takes far longer to render than the render timeout, when it
+    is read with outputs pdf and json (half the pages may fail), then the job completes with that
+    page failed: result.pdf has all three pages, the failed one exactly as it came (its content, no
+    text added), and result.json and result_metadata.json list it as failed."""
+    scans = [_scan(styled_pdf(tmp_path / f"d{n}.pdf", [flow(REPORT, 72, 120)]), tmp_path / f"s{n}.pdf") for n in (1, 2)]
+    source = concat_pdfs(tmp_path / "partly.pdf", [*scans, slow_pdf(tmp_path / "slow.pdf", shapes=3000)])
+    pipeline = {"render_timeout_seconds": 2, "page_retries": 0, "max_page_error_rate": 0.5}
+    with Daemon(
+        tmp_path, engine="auto", pipeline=pipeline, profiles={"default": {"outputs": ["pdf", "json"]}}
+    ) as daemon:
+        drop(daemon.inbox, source)
+        job = daemon.wait_for_job("partly.pdf", {"completed"}, timeout=120)
+    job_dir = daemon.job_dir(job)
+    assert job["progress"]["pages_failed"] == 1
+    assert json.loads((job_dir / "result.json").read_text())["pages"][2]["status"] == "failed"
+    assert json.loads((job_dir / "result_metadata.json").read_text())["pages"][2]["status"] == "failed"
+    before, after = PdfReader(source), PdfReader(job_dir / "result.pdf")
+    assert len(after.pages) == 3
+    assert after.pages[2].get_contents().get_data() == before.pages[2].get_contents().get_data()
+    document = pdfium.PdfDocument(str(job_dir / "result.pdf"))
+    assert document[2].get_textpage().get_text_bounded().strip() == ""
+    assert "Harbour" in document[0].get_textpage().get_text_bounded()

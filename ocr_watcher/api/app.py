@@ -49,7 +49,7 @@ from .views import (
 log = logging.getLogger("ocr_watcher.api")
 MAX_PAGE_SIZE = 500
 ACTIVE_STATUSES = (Status.QUEUED.value, Status.PROCESSING.value)
-DownloadFormat = Literal["markdown", "txt", "pdf"]  # the keys of spool.layout.RESULT_FORMATS
+DownloadFormat = Literal["markdown", "txt", "pdf", "json"]  # the keys of spool.layout.RESULT_FORMATS
 _FIGURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 
@@ -232,10 +232,10 @@ def job_router(ctx: ApiContext) -> APIRouter:
 
     @router.get(
         "/jobs/{job_id}/download",
-        summary="A result file, once completed: result.md (format markdown, the default), result.txt, result.pdf",
+        summary="A result file, once completed: result.md (format markdown, the default), .txt, .pdf, .json",
         response_class=MarkdownResponse,
         responses={
-            200: {"content": {"text/plain": {}, "application/pdf": {}}},
+            200: {"content": {"text/plain": {}, "application/pdf": {}, "application/json": {}}},
             404: _problem("The job's profile does not write that format (`outputs`)."),
             409: _problem("Not completed (yet)."),
         },

@@ -52,7 +52,12 @@ class ResultFileView(BaseModel):
     format: str | None = Field(None, description="Its `format` for GET /jobs/{job_id}/download, if it has one.")
 
 
-MEDIA_TYPES = {"markdown": "text/markdown; charset=utf-8", "txt": "text/plain; charset=utf-8", "pdf": "application/pdf"}
+MEDIA_TYPES = {
+    "markdown": "text/markdown; charset=utf-8",
+    "txt": "text/plain; charset=utf-8",
+    "pdf": "application/pdf",
+    "json": "application/json",
+}
 
 
 def result_files(done: Mapping[str, Any] | None) -> list[dict[str, Any]] | None:

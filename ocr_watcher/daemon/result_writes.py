@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..pipeline.assemble import assemble_result
+from ..pipeline.result_json import job_json
 from ..pipeline.scheduler import RunningJob
 from ..pipeline.searchable_pdf import job_pdf
-from ..spool.layout import RESULT_PDF, RESULT_TXT
+from ..spool.layout import RESULT_JSON, RESULT_PDF, RESULT_TXT
 from ..spool.shared_results import share_results
 from ..spool.store import JobStore
 from .active import ActiveJob
@@ -43,6 +44,8 @@ def result_write(store: JobStore, active: ActiveJob, outputs: frozenset[str]) ->
     def write() -> dict[str, Any]:
         markdown, result_meta, text = assemble_result(store, meta, failed, text="txt" in outputs)
         more = {RESULT_TXT: text.encode("utf-8")} if text is not None else {}
+        if "json" in outputs:
+            more[RESULT_JSON] = job_json(store, meta, failed)
         if "pdf" in outputs:
             try:
                 more[RESULT_PDF] = job_pdf(store, meta)

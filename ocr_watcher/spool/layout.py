@@ -11,9 +11,15 @@ RESULT_MD = "result.md"
 RESULT_METADATA = "result_metadata.json"
 RESULT_TXT = "result.txt"
 RESULT_PDF = "result.pdf"
+RESULT_JSON = "result.json"
 DONE = "DONE"  # written last, listing the result files (spool/done.py)
 # The result files a client asks for by format (profile `outputs`): format -> (file, suffix of a copy's name).
-RESULT_FORMATS = {"markdown": (RESULT_MD, ".md"), "txt": (RESULT_TXT, ".txt"), "pdf": (RESULT_PDF, ".pdf")}
+RESULT_FORMATS = {
+    "markdown": (RESULT_MD, ".md"),
+    "txt": (RESULT_TXT, ".txt"),
+    "pdf": (RESULT_PDF, ".pdf"),
+    "json": (RESULT_JSON, ".json"),
+}
 PAGES_DIR = "pages"
 IMAGES_DIR = "images"
 CANCEL = "CANCEL"

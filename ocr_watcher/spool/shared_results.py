@@ -14,7 +14,7 @@ from typing import Any
 
 from .atomic import atomic_write_json, fsync_dir, is_temp_name, temp_name_for
 from .done import file_entry, manifest, remove_done, write_done
-from .layout import RESULT_PDF, RESULT_TXT
+from .layout import RESULT_JSON, RESULT_PDF, RESULT_TXT
 from .model import JobMeta, iso, utc_now
 from .store import JobStore
 
@@ -54,7 +54,7 @@ def share_results(store: JobStore, leader_id: str, meta: JobMeta) -> dict[str, A
     remove_done(own.done, fsync=store.fsync)
     atomic_write_json(own.result_metadata, result_meta, fsync=store.fsync)
     written = [own.result_metadata]
-    for name in (RESULT_TXT, RESULT_PDF):
+    for name in (RESULT_TXT, RESULT_PDF, RESULT_JSON):
         if (leader.dir / name).exists():
             _share(leader.dir / name, own.dir / name)
             written.append(own.dir / name)

@@ -24,7 +24,7 @@ from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, is
 from .completed import CompletedJobs
 from .done import manifest, remove_done, write_done
 from .ids import is_job_id
-from .layout import CANCEL, METADATA, RESULT_MD, RESULT_METADATA, RESULT_PDF, RETRY, JobPaths, OutboxLayout
+from .layout import CANCEL, METADATA, RESULT_JSON, RESULT_MD, RESULT_METADATA, RESULT_PDF, RETRY, JobPaths, OutboxLayout
 from .model import JobMeta
 
 MetadataStamp = tuple[int, int, int]  # (revision, inode, mtime_ns): see JobStore.metadata_stamp
@@ -280,9 +280,8 @@ class JobStore:
     def write_result(
         self, job_id: str, markdown: str, result_meta: dict[str, Any], *, more: dict[str, bytes] | None = None
     ) -> None:
-        """DONE gone first; result_metadata.json, the other result files (`more`: result.txt,
-        result.pdf, where wanted) and result.md last of the results (readers take it as the sign of
-        one); then DONE, listing them (spool/done.py)."""
+        """DONE gone first; result_metadata.json, the other result files (`more`), result.md last (the
+        sign of a result to readers); then DONE, listing them (spool/done.py)."""
         paths = self.paths(job_id)
         remove_done(paths.done, fsync=self.fsync)
         written = {RESULT_METADATA: json_bytes(result_meta), **(more or {}), RESULT_MD: markdown.encode("utf-8")}
@@ -294,7 +293,13 @@ class JobStore:
         """DONE first, then the result files, so that a watcher never trusts a DONE that lists them."""
         paths = self.paths(job_id)
         remove_done(paths.done, fsync=self.fsync)
-        for path in (paths.result_md, paths.result_txt, paths.dir / RESULT_PDF, paths.result_metadata):
+        for path in (
+            paths.result_md,
+            paths.result_txt,
+            paths.dir / RESULT_PDF,
+            paths.dir / RESULT_JSON,
+            paths.result_metadata,
+        ):
             try:
                 path.unlink()
             except FileNotFoundError:
