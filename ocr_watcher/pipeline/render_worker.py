@@ -29,6 +29,7 @@ from ocr_watcher.engines.text_trust import judge_text_layer
 from ocr_watcher.pipeline.page_source import image_cover, text_spans
 from ocr_watcher.pipeline.render_sizes import bitmap_size, fit_scale, image_dpi, scale_note, upright, upright_size
 from ocr_watcher.pipeline.renderer import InputError as InputProblem  # sent to the parent as one
+from ocr_watcher.pipeline.scan_pixels import own_pixels
 
 MAX_IMAGE_PIXELS = 250_000_000  # ~15800 px square; beyond that an image is treated as a bomb
 _PNM_SUFFIXES = {".pgm", ".ppm", ".pnm"}
@@ -244,14 +245,12 @@ def _pdf_image(doc: pdfium.PdfDocument, page: int, spec: dict[str, Any], out_pat
     try:
         width_pt, height_pt = pdf_page.get_size()  # already turned by /Rotate, as render() is
         scale, reduced = fit_scale(width_pt, height_pt, spec["dpi"], spec["max_side_px"])
-        try:
-            bitmap = pdf_page.render(scale=scale, grayscale=spec["grayscale"], rev_byteorder=True)
-        except ValueError as exc:  # a page of zero area
-            raise InputProblem("corrupt_pdf", f"page {page} cannot be rendered ({exc})") from exc
-        image = bitmap.to_pil()  # shares the bitmap's buffer, no copy
-        _save(image, out_path)
-        size = (bitmap.width, bitmap.height)
-        bitmap.close()
+        scan = own_pixels(pdf_page, scale, grayscale=spec["grayscale"])  # a scan's page: no render needed
+        if scan is not None:
+            _save(scan, out_path)
+            size = scan.size
+        else:
+            size = _render_to(pdf_page, page, scale, spec["grayscale"], out_path)
     finally:
         pdf_page.close()
     text = _pdf_text(doc, page)["text"] if spec.get("text_layer") else None
@@ -261,6 +260,18 @@ def _pdf_image(doc: pdfium.PdfDocument, page: int, spec: dict[str, Any], out_pat
         note = scale_note(full, size)
     found = {"image_path": str(out_path), "text": text, "width": size[0], "height": size[1], "scale_note": note}
     return {**found, "size_pt": [width_pt, height_pt]}
+
+
+def _render_to(pdf_page: pdfium.PdfPage, page: int, scale: float, grayscale: bool, out_path: Path) -> tuple[int, int]:
+    try:
+        bitmap = pdf_page.render(scale=scale, grayscale=grayscale, rev_byteorder=True)
+    except ValueError as exc:  # a page of zero area
+        raise InputProblem("corrupt_pdf", f"page {page} cannot be rendered ({exc})") from exc
+    try:
+        _save(bitmap.to_pil(), out_path)  # the image shares the bitmap's buffer, no copy
+        return (bitmap.width, bitmap.height)
+    finally:
+        bitmap.close()
 
 
 def _image_page(path: Path, page: int, spec: dict[str, Any], out_path: Path) -> dict[str, Any]:
