@@ -237,6 +237,22 @@ def slow_pdf(path: Path, shapes: int = 2000) -> Path:
     return path
 
 
+def scan_with_slow_page(path: Path, before: int, after: int = 0, *, shapes: int = 700) -> Path:
+    """`before` scanned pages of a few lines, one page that takes seconds to render (`shapes` 700:
+    about 6 s at 300 dpi; 6000: as long at 100 dpi), then `after` more scanned pages. The OCR workers
+    read such a scanned page in ~40 ms, faster than a test's signal or command lands: the slow page
+    keeps the job running until then."""
+    parts = [scanned_pdf(path.with_name(f"{path.stem}-a.pdf"), [sample_lines(4, seed=s) for s in range(before)])]
+    parts.append(slow_pdf(path.with_name(f"{path.stem}-slow.pdf"), shapes=shapes))
+    if after:
+        lines = [sample_lines(4, seed=s) for s in range(before, before + after)]
+        parts.append(scanned_pdf(path.with_name(f"{path.stem}-b.pdf"), lines))
+    concat_pdfs(path, parts)
+    for part in parts:
+        part.unlink()
+    return path
+
+
 def truncated(src: Path, dst: Path, fraction: float) -> Path:
     data = src.read_bytes()
     dst.write_bytes(data[: int(len(data) * fraction)])

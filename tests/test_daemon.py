@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from .daemon import Daemon, OutboxReader, drop
-from .pdfgen import cer, encrypted_pdf, sample_lines, scanned_pdf, text_pdf, truncated
+from .pdfgen import cer, encrypted_pdf, sample_lines, scan_with_slow_page, scanned_pdf, text_pdf, truncated
 
 
 def _page_texts(job_dir: Path) -> list[str]:
@@ -168,7 +168,7 @@ def test_cancel_and_retry(tmp_path: Path) -> None:
     its pages kept; when retried, it goes back to queued and completes without redoing those pages."""
     daemon = Daemon(tmp_path, pipeline={"workers": 1}).start()
     try:
-        drop(daemon.inbox, scanned_pdf(tmp_path / "long.pdf", [sample_lines(4, seed=s) for s in range(20)]))
+        drop(daemon.inbox, scan_with_slow_page(tmp_path / "long.pdf", 2, 17))  # 20 pages
         job = daemon.wait_for_job("long.pdf", {"processing"})
         daemon.wait_until(lambda: daemon.job_for("long.pdf")["progress"]["pages_done"] >= 2, 60, "2 pages")
         result = daemon.cli("cancel", job["job_id"][:12])

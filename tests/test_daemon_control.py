@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from .daemon import Daemon, drop
-from .pdfgen import cer, multipage_tiff, sample_lines, scanned_image, scanned_pdf, text_pdf
+from .pdfgen import cer, multipage_tiff, sample_lines, scan_with_slow_page, scanned_image, text_pdf
 
 
 def test_subfolders_select_profiles_and_images_are_jobs(tmp_path: Path) -> None:
@@ -91,7 +91,7 @@ def test_deleting_a_job_folder_cancels_it_and_sigterm_stops_cleanly(tmp_path: Pa
     """Given a long job in progress, when its folder is deleted, then the daemon stops working on it
     (no folder comes back) and keeps serving; SIGTERM then stops the daemon with exit code 0."""
     daemon = Daemon(tmp_path, pipeline={"workers": 1}).start()
-    drop(daemon.inbox, scanned_pdf(tmp_path / "long.pdf", [sample_lines(4, seed=s) for s in range(30)]))
+    drop(daemon.inbox, scan_with_slow_page(tmp_path / "long.pdf", 2, 27))  # 30 pages, the third slow
     job = daemon.wait_for_job("long.pdf", {"processing"})
     daemon.wait_until(lambda: daemon.job_for("long.pdf")["progress"]["pages_done"] >= 1, 60, "a page")
     import shutil
@@ -111,7 +111,7 @@ def test_a_dead_daemons_job_is_taken_over_after_its_lease(tmp_path: Path) -> Non
     (3 s here) expires the other takes the job over, finishes it, and keeps the pages already done."""
     lease = {"jobs": {"heartbeat_lease_seconds": 3, "outbox_scan_interval_seconds": 0.5}}
     first = Daemon(tmp_path, "first", pipeline={"workers": 1}, **lease).start()
-    source = scanned_pdf(tmp_path / "shared.pdf", [sample_lines(4, seed=s) for s in range(12)])
+    source = scan_with_slow_page(tmp_path / "shared.pdf", 3, 8)  # 12 pages, the fourth slow
     drop(first.inbox, source)
     job = first.wait_for_job("shared.pdf", {"processing"})
     first.wait_until(lambda: first.job_for("shared.pdf")["progress"]["pages_done"] >= 3, 60, "3 pages")

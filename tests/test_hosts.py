@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .daemon import BASE_CONFIG, Daemon, drop
-from .pdfgen import sample_lines, scanned_pdf, text_pdf
+from .pdfgen import sample_lines, scan_with_slow_page, text_pdf
 
 LEASE = 3.0
 SHARED = {
@@ -172,7 +172,7 @@ def test_a_paused_daemon_does_not_write_into_a_job_taken_from_it(tmp_path: Path)
     # a start takes a second or two, and 24 pages can be done in that time.
     other = Daemon(tmp_path, "other", **common, intake={**BASE_CONFIG["intake"], "ignore": ["*.pdf"]})
     daemons = [paused, other]
-    source = scanned_pdf(tmp_path / "long.pdf", [sample_lines(4, seed=s) for s in range(24)])
+    source = scan_with_slow_page(tmp_path / "long.pdf", 2, 21)  # 24 pages, the third slow
     seen_paused_meta_after_cont: list[dict[str, Any]] = []
     try:
         paused.start()

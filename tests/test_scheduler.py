@@ -176,6 +176,23 @@ def test_adding_a_job_twice_does_not_duplicate_pages():
     assert take(sched) is None
 
 
+def test_a_job_retried_while_its_cancelled_run_is_still_queued_gets_its_pages():
+    """A cancel lands while a page of the job is in flight, so its run keeps its heap entry; the
+    retry makes a new RunningJob of the same job id, which must be queued in its own right (it
+    was taken for the cancelled one and never handed out: the job stayed queued for ever)."""
+    sched = PageScheduler(FAST)
+    first = job("a", 20)
+    sched.add(first)
+    assert take_pages(sched, 2) == [("a", 1), ("a", 2)]  # the job is back in the heap with 18 to go
+    first.cancelled = True
+    again = job("a", 20)
+    again.pending = deque(range(3, 21))  # pages 1 and 2 were kept
+    sched.add(again)
+    tasks = take_pages(sched, 18)
+    assert tasks == [("a", page) for page in range(3, 21)]
+    assert take(sched) is None
+
+
 def test_job_with_no_pending_pages_is_not_queued():
     sched = PageScheduler(FAST)
     sched.add(job("done", 0))

@@ -17,7 +17,7 @@ import yaml
 from ocr_watcher.config import DEFAULT_IGNORE
 
 from .daemon import Daemon, drop
-from .pdfgen import concat_pdfs, sample_lines, scanned_pdf, slow_pdf, text_pdf
+from .pdfgen import sample_lines, scan_with_slow_page, scanned_pdf, slow_pdf, text_pdf
 
 
 def _rewrite_config(daemon: Daemon, **changes: object) -> None:
@@ -31,14 +31,6 @@ def _rewrite_config(daemon: Daemon, **changes: object) -> None:
     daemon.config_path.write_text(yaml.safe_dump(tree))
 
 
-def _long_scan(tmp_path: Path, pages: int, *, slow_shapes: int = 700) -> Path:
-    """`pages` scanned pages of a few lines, then one that takes seconds to render (700 shapes: about
-    6 s at 300 dpi, 6000: as long at 100 dpi). The scanned pages alone are read in ~40 ms each by
-    the OCR workers, faster than a test's signal lands; the last page keeps the job running."""
-    scan = scanned_pdf(tmp_path / "scan.pdf", [sample_lines(4, seed=s) for s in range(pages)])
-    return concat_pdfs(tmp_path / "long.pdf", [scan, slow_pdf(tmp_path / "slow.pdf", shapes=slow_shapes)])
-
-
 def _pages_on_disk(job_dir: Path) -> dict[int, str]:
     """page number -> the session (daemon run) that OCRed it."""
     return {int(p.stem): json.loads(p.read_text())["session"] for p in (job_dir / "pages").glob("*.json")}
@@ -49,7 +41,7 @@ def test_sigterm_checkpoints_a_running_job_and_a_restart_finishes_it(tmp_path: P
     state written (processing, owned by this worker, progress matching the pages on disk); started
     again, it resumes the job, completes it, and OCRs none of the pages done before the stop again."""
     daemon = Daemon(tmp_path, pipeline={"workers": 1}).start()
-    drop(daemon.inbox, _long_scan(tmp_path, 20))
+    drop(daemon.inbox, scan_with_slow_page(tmp_path / "long.pdf", 20))
     daemon.wait_until(
         lambda: (daemon.job_for("long.pdf") or {}).get("progress", {}).get("pages_done", 0) >= 2, 60, "2 pages"
     )
@@ -88,7 +80,7 @@ def test_sighup_applies_new_ignore_rules_without_dropping_the_running_job(tmp_pa
     running job completes in the same daemon session as if nothing happened."""
     daemon = Daemon(tmp_path, pipeline={"workers": 1}).start()
     try:
-        drop(daemon.inbox, _long_scan(tmp_path, 12))
+        drop(daemon.inbox, scan_with_slow_page(tmp_path / "long.pdf", 12))
         daemon.wait_for_job("long.pdf", {"processing"})
         _rewrite_config(daemon, intake__ignore=[*DEFAULT_IGNORE, "*.draft.pdf"], outbox=str(tmp_path / "elsewhere"))
         daemon.proc.send_signal(signal.SIGHUP)
@@ -122,7 +114,7 @@ def test_a_reload_that_changes_the_resolution_leaves_a_running_job_as_it_began(t
     reload is done at 150 dpi. (Before, the job's later pages switched to the new value.)"""
     daemon = Daemon(tmp_path, pipeline={"workers": 1}, profiles={"default": {"dpi": 100}}).start()
     try:
-        drop(daemon.inbox, _long_scan(tmp_path, 8, slow_shapes=6000))
+        drop(daemon.inbox, scan_with_slow_page(tmp_path / "long.pdf", 8, shapes=6000))
         daemon.wait_until(
             lambda: (daemon.job_for("long.pdf") or {}).get("progress", {}).get("pages_done", 0) >= 1, 60, "a page"
         )

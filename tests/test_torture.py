@@ -151,7 +151,9 @@ def test_a_killed_daemon_leaves_no_rendered_pages_behind(tmp_path: Path) -> None
     and stopped after the job completes, then no rendered page image is left in the scratch folder."""
     work = tmp_path / "work"
     daemon = Daemon(tmp_path, pipeline={"workers": 2, "work_dir": str(work)}).start()
-    drop(daemon.inbox, scanned_pdf(tmp_path / "twelve.pdf", [sample_lines(3, seed=s) for s in range(12)]))
+    # Full letter pages of text at 300 dpi (~1 s of OCR each): rendered pages wait in the scratch folder.
+    pages = [sample_lines(40, seed=s, max_chars=70) for s in range(12)]
+    drop(daemon.inbox, scanned_pdf(tmp_path / "twelve.pdf", pages, dpi=300, size_in=(8.5, 11)))
     daemon.wait_until(lambda: any(work.rglob("*.p?m")), 60, "a rendered page in the scratch folder")
     daemon.kill(signal.SIGKILL)
     daemon.start()

@@ -109,7 +109,9 @@ class PageScheduler:
         self.fast_lane_pages = fast_lane_pages
         self._render_slots = max(1, render_slots)
         self._heap: list[tuple[tuple, int, RunningJob]] = []
-        self._queued: set[str] = set()  # job ids that have a heap entry
+        # The RunningJobs (by id()) that have a heap entry: a job retried after a cancel is a new
+        # RunningJob of the same job id, pushed while the cancelled one may still be in the heap.
+        self._queued: set[int] = set()
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._closed = False
@@ -229,14 +231,14 @@ class PageScheduler:
 
     # -- internals (hold the lock) -------------------------------------------------------------
     def _push(self, job: RunningJob) -> None:
-        if job.job_id in self._queued or job.cancelled:
+        if id(job) in self._queued or job.cancelled:
             return
         if job.pages_total is None and job.opening:
             return
         if job.pages_total is not None and not job.pending:
             return
         heapq.heappush(self._heap, (order_key(job, self.fast_lane_pages), next(self._seq), job))
-        self._queued.add(job.job_id)
+        self._queued.add(id(job))
 
     def _suspect_running(self) -> int:
         return sum(1 for task in self._running if task.job.suspect)
@@ -251,7 +253,7 @@ class PageScheduler:
             while self._heap:
                 entry = heapq.heappop(self._heap)
                 job = entry[2]
-                self._queued.discard(job.job_id)
+                self._queued.discard(id(job))
                 if job.cancelled or not self._has_work(job):
                     continue
                 if job.suspect:
@@ -268,7 +270,7 @@ class PageScheduler:
         finally:
             for entry in held:
                 heapq.heappush(self._heap, entry)
-                self._queued.add(entry[2].job_id)
+                self._queued.add(id(entry[2]))
 
     @staticmethod
     def _has_work(job: RunningJob) -> bool:
