@@ -16,10 +16,11 @@ from pathlib import Path
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 import pytest
+from PIL import ImageChops
 from pypdf import PdfReader, PdfWriter
 from rapidfuzz.distance import Levenshtein
 
-from ocr_watcher.pipeline.searchable_pdf import PageText, pdf_pages, shown_to_user, words_stream
+from ocr_watcher.pipeline.searchable_pdf import PageText, frames_pdf, pdf_pages, shown_to_user, words_stream
 
 from .daemon import Daemon, drop
 from .fake_vllm import FakeVllm
@@ -230,6 +231,26 @@ def test_an_image_input_becomes_a_searchable_pdf_of_its_frames(tmp_path: Path) -
         assert image.get_px_size() == (850, 600)
         markdown = (job_dir / "pages" / f"{n + 1:04d}.md").read_text()
         assert _recall(_words(markdown), _words(document[n].get_textpage().get_text_bounded())) >= 0.9
+
+
+def test_a_bilevel_tiff_stays_bilevel_and_exact_in_its_pdf(tmp_path: Path) -> None:
+    """Given a two-frame black-and-white TIFF (CCITT G4, as fax machines and scanners write it), its
+    PDF of frames holds 1-bit images whose pixels are the frames' exactly; a gray frame stays gray."""
+    frames = [draw_page(REPORT[n : n + 2], dpi=200).point(lambda v: 255 if v > 128 else 0).convert("1") for n in (0, 1)]
+    tiff = tmp_path / "fax.tiff"
+    frames[0].save(tiff, "TIFF", save_all=True, append_images=frames[1:], compression="group4", dpi=(200, 200))
+    document = pdfium.PdfDocument(frames_pdf(tiff, [[306.0, 216.0]] * 2))
+    assert len(document) == 2
+    for n, frame in enumerate(frames):
+        (image,) = [o for o in document[n].get_objects() if o.type == pdfium_c.FPDF_PAGEOBJ_IMAGE]
+        assert image.get_metadata().bits_per_pixel == 1
+        assert image.get_filters() == ["CCITTFaxDecode"]
+        decoded = image.get_bitmap(render=False).to_pil().convert("L")
+        assert ImageChops.difference(decoded, frame.convert("L")).getbbox() is None, f"frame {n + 1} changed"
+    gray = tmp_path / "gray.tiff"
+    frames[0].convert("L").save(gray, "TIFF", dpi=(200, 200))
+    (image,) = list(pdfium.PdfDocument(frames_pdf(gray, [[306.0, 216.0]]))[0].get_objects())
+    assert image.get_metadata().bits_per_pixel == 8
 
 
 def test_a_page_that_failed_stays_as_it_was(tmp_path: Path) -> None:

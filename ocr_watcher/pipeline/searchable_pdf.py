@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageSequence
+from PIL import Image, ImageOps, ImageSequence
 from pypdf import PdfReader, PdfWriter
 from pypdf.generic import (
     ArrayObject,
@@ -141,15 +141,25 @@ def job_pdf(store: JobStore, meta: JobMeta) -> bytes:
 
 def frames_pdf(image_path: Path, sizes_pt: list[list[float] | None]) -> bytes:
     """An image's frames (a multi-page TIFF's every page) as a PDF, each page `sizes_pt` points as
-    the render worker measured it (the image's stated resolution), turned upright as it was read."""
+    the render worker measured it (the image's stated resolution), turned upright as it was read.
+    A bilevel frame (a fax, a scanner's black and white) stays bilevel: CCITT G4 in the PDF, its
+    pixels as they were; a gray or colour frame is stored as JPEG at quality 92."""
     with Image.open(image_path) as image:
         pages = []
         for frame in ImageSequence.Iterator(image):
-            pages.append(upright(frame, grayscale=frame.mode in ("1", "L", "I;16")))
+            if frame.mode == "1":
+                pages.append(ImageOps.exif_transpose(frame))  # a copy: the iterator reuses `frame`
+            else:
+                pages.append(upright(frame, grayscale=frame.mode in ("L", "I;16")))
     size = next((s for s in sizes_pt if s), None)
     resolution = 72.0 * pages[0].width / size[0] if size else 72.0
+    writer = PdfWriter()
+    for page in pages:  # one save each: Pillow hands every page the first one's options, and a
+        one = io.BytesIO()  # quality for JPEG is refused by the bilevel (TIFF G4) encoder
+        page.save(one, "PDF", resolution=resolution, **({} if page.mode == "1" else {"quality": 92}))
+        writer.append(PdfReader(one))
     out = io.BytesIO()
-    pages[0].save(out, "PDF", save_all=True, append_images=pages[1:], resolution=resolution, quality=92)
+    writer.write(out)
     return out.getvalue()
 
 
