@@ -91,15 +91,13 @@ def scan_facts(pdf_page: pdfium.PdfPage, image: pdfium.PdfImage) -> ScanFacts:
 
 def own_pixels(pdf_page: pdfium.PdfPage, scale: float, *, grayscale: bool) -> Image.Image | None:
     """The page's scan as the render at `scale` would give it (L or RGB), or None: render it."""
-    image = only_image(pdf_page)
-    if image is None:
-        return None
-    facts = scan_facts(pdf_page, image)
-    if not takes_own_pixels(facts, scale):
-        return None
     try:
+        image = only_image(pdf_page)
+        facts = None if image is None else scan_facts(pdf_page, image)
+        if image is None or facts is None or not takes_own_pixels(facts, scale):
+            return None
         decoded = image.get_bitmap(render=False)
-    except pdfium.PdfiumError:  # an image PDFium cannot decode this way: the render says what is wrong
+    except pdfium.PdfiumError:  # what PDFium cannot tell or decode this way, the render reports
         return None
     try:
         pixels = decoded.to_pil()  # shares the bitmap's buffer: made into an image of its own here
@@ -108,4 +106,6 @@ def own_pixels(pdf_page: pdfium.PdfPage, scale: float, *, grayscale: bool) -> Im
     finally:
         decoded.close()
     turn = _TURNS.get(facts.rotation)
-    return pixels.transpose(turn) if turn is not None else pixels
+    pixels = pixels.transpose(turn) if turn is not None else pixels
+    # A stream that decodes to another size than its dictionary says: the render scales it to fit.
+    return pixels if pixels.size == render_size(facts, scale) else None
