@@ -8,6 +8,7 @@ rendered at the same scale pixel for pixel (JPEG and resampling noise aside); wh
 
 from __future__ import annotations
 
+import logging
 import zlib
 from pathlib import Path
 
@@ -73,6 +74,14 @@ def test_a_gray_scan_at_the_render_resolution_is_taken_as_it_is_whichever_way_it
     assert taken.mode == "L" and taken.size == rendered.size
     assert (taken.width > taken.height) == (turn in (90, 270))
     assert mean_difference(taken, rendered) < 1.0  # of 255: the same pixels
+
+
+def test_taking_a_scans_pixels_says_nothing_in_the_log(tmp_path, caplog):
+    """The render worker's log is the daemon's: a warning a page would be one line per page."""
+    with caplog.at_level(logging.DEBUG):
+        taken, _ = taken_and_rendered(letter_scan(tmp_path / "scan.pdf"))
+    assert taken is not None
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
 
 
 def test_a_colour_scan_is_taken_in_colour_or_in_gray_as_the_engine_asks(tmp_path):

@@ -104,6 +104,9 @@ def own_pixels(pdf_page: pdfium.PdfPage, scale: float, *, grayscale: bool) -> Im
         mode = "L" if grayscale else "RGB"
         pixels = pixels.convert(mode) if pixels.mode != mode else pixels.copy()
     finally:
+        # PDFium owns this bitmap's buffer, so closing frees it; nothing refers to it any more (the
+        # image above is a copy), which pypdfium2 cannot know and would warn of on every page.
+        decoded.warn_on_close = False
         decoded.close()
     turn = _TURNS.get(facts.rotation)
     pixels = pixels.transpose(turn) if turn is not None else pixels
