@@ -66,40 +66,41 @@ def takes_own_pixels(facts: ScanFacts, scale: float) -> bool:
     return shown == render_size(facts, scale)
 
 
-def only_image(pdf_page: pdfium.PdfPage) -> pdfium.PdfImage | None:
-    """The page's one object where that is an image; None for any other page (cheaply)."""
-    if pdfium_c.FPDFPage_CountObjects(pdf_page.raw) != 1:
-        return None
-    first = pdfium.PdfObject(pdfium_c.FPDFPage_GetObject(pdf_page.raw, 0), page=pdf_page, pdf=pdf_page.pdf)
-    return first if isinstance(first, pdfium.PdfImage) else None
-
-
-def scan_facts(pdf_page: pdfium.PdfPage, image: pdfium.PdfImage) -> ScanFacts:
-    meta = image.get_metadata()
-    return ScanFacts(
-        objects=pdfium_c.FPDFPage_CountObjects(pdf_page.raw),
-        annotations=pdfium_c.FPDFPage_GetAnnotCount(pdf_page.raw),
-        image=True,
-        matrix=tuple(image.get_matrix().get()),
+def scan_facts(pdf_page: pdfium.PdfPage) -> tuple[ScanFacts, pdfium.PdfImage | None]:
+    """What PDFium says of the page, and its first object where that is an image. A page of more
+    than one object is told from its count alone (the image's details are left empty)."""
+    raw = pdf_page.raw
+    objects = pdfium_c.FPDFPage_CountObjects(raw)
+    first = pdfium.PdfObject(pdfium_c.FPDFPage_GetObject(raw, 0), page=pdf_page, pdf=pdf_page.pdf) if objects else None
+    image = first if objects == 1 and isinstance(first, pdfium.PdfImage) else None
+    meta = image.get_metadata() if image is not None else None
+    facts = ScanFacts(
+        objects=objects,
+        annotations=pdfium_c.FPDFPage_GetAnnotCount(raw),
+        image=image is not None,
+        matrix=tuple(image.get_matrix().get()) if image is not None else (0.0,) * 6,
         box=tuple(pdf_page.get_bbox()),
-        pixels=(meta.width, meta.height),
-        bits_per_pixel=meta.bits_per_pixel,
-        colour_space=meta.colorspace,
+        pixels=(meta.width, meta.height) if meta is not None else (0, 0),
+        bits_per_pixel=meta.bits_per_pixel if meta is not None else 0,
+        colour_space=meta.colorspace if meta is not None else 0,
         rotation=pdf_page.get_rotation(),
     )
+    return facts, image
 
 
 def own_pixels(pdf_page: pdfium.PdfPage, scale: float, *, grayscale: bool) -> Image.Image | None:
     """The page's scan as the render at `scale` would give it (L or RGB), or None: render it."""
     try:
-        image = only_image(pdf_page)
-        facts = None if image is None else scan_facts(pdf_page, image)
-        if image is None or facts is None or not takes_own_pixels(facts, scale):
+        facts, image = scan_facts(pdf_page)
+        if image is None or not takes_own_pixels(facts, scale):
             return None
         decoded = image.get_bitmap(render=False)
     except pdfium.PdfiumError:  # what PDFium cannot tell or decode this way, the render reports
         return None
     try:
+        # A stream that decodes to another size than its dictionary says: the render scales it to fit.
+        if (decoded.width, decoded.height) != facts.pixels:
+            return None
         pixels = decoded.to_pil()  # shares the bitmap's buffer: made into an image of its own here
         mode = "L" if grayscale else "RGB"
         pixels = pixels.convert(mode) if pixels.mode != mode else pixels.copy()
@@ -109,6 +110,4 @@ def own_pixels(pdf_page: pdfium.PdfPage, scale: float, *, grayscale: bool) -> Im
         decoded.warn_on_close = False
         decoded.close()
     turn = _TURNS.get(facts.rotation)
-    pixels = pixels.transpose(turn) if turn is not None else pixels
-    # A stream that decodes to another size than its dictionary says: the render scales it to fit.
-    return pixels if pixels.size == render_size(facts, scale) else None
+    return pixels.transpose(turn) if turn is not None else pixels
