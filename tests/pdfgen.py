@@ -7,6 +7,7 @@ Tesseract reads well, on small pages so OCR stays fast.
 
 from __future__ import annotations
 
+import io
 import random
 import struct
 import zlib
@@ -364,6 +365,27 @@ def image_page_pdf(
     ]
     if caption is not None:
         objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
+    path.write_bytes(_serialize(objects))
+    return path
+
+
+def jpeg_page_pdf(path: Path, image: Image.Image, stated: tuple[int, int]) -> Path:
+    """A one-page Letter PDF filled by `image` as a gray JPEG whose dictionary states `stated` as its
+    width and height: where that is not the JPEG's own size, the dictionary lies (PDFium decodes
+    the JPEG's own size and the render scales it to the page)."""
+    buffer = io.BytesIO()
+    image.convert("L").save(buffer, "JPEG", quality=90)
+    jpeg = buffer.getvalue()
+    content = b"q 612 0 0 792 0 0 cm /Im1 Do Q"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792]"
+        b" /Resources << /XObject << /Im1 5 0 R >> >> /Contents 4 0 R >>",
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
+        b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray"
+        b" /BitsPerComponent 8 /Filter /DCTDecode /Length %d >>\nstream\n%s\nendstream" % (*stated, len(jpeg), jpeg),
+    ]
     path.write_bytes(_serialize(objects))
     return path
 

@@ -21,7 +21,7 @@ from pypdf import PdfReader, PdfWriter
 from ocr_watcher.pipeline import render_worker
 from ocr_watcher.pipeline.render_sizes import fit_scale
 from ocr_watcher.pipeline.scan_pixels import ScanFacts, own_pixels, takes_own_pixels
-from tests.pdfgen import draw_page, image_page_pdf, sample_lines, scanned_pdf
+from tests.pdfgen import draw_page, image_page_pdf, jpeg_page_pdf, sample_lines, scanned_pdf
 
 DPI = 300
 LETTER_IN = (8.5, 11.0)
@@ -107,6 +107,16 @@ def test_pages_whose_render_differs_from_the_image_are_rendered(tmp_path):
     for path, why in ((at_200, "a 200 dpi scan is resampled to 300 dpi"), (with_text, "text is drawn over it")):
         taken, _ = taken_and_rendered(path)
         assert taken is None, why
+
+
+def test_a_jpeg_whose_dictionary_states_another_size_is_rendered(tmp_path):
+    """A 150 dpi JPEG stated to be 2550 x 3300: PDFium decodes 1275 x 1650 and the render scales it
+    to the page; its own pixels would be half the size the page's geometry is measured in."""
+    page = draw_page(sample_lines(10), dpi=150, size_in=LETTER_IN)
+    path = jpeg_page_pdf(tmp_path / "lying.pdf", page, (2550, 3300))
+    taken, rendered = taken_and_rendered(path)
+    assert taken is None
+    assert rendered.size == (2550, 3300)
 
 
 def test_the_render_worker_writes_the_scans_own_pixels_for_ocr(tmp_path):
