@@ -199,6 +199,9 @@ def test_coordinates_are_read_as_literals_only():
         ("[[1.4, 2.6, 3, 4]]", ((1, 3, 3, 4),)),  # rounded
         (" [[0, 0, 999, 999], [5, 5, 6, 6]] ", ((0, 0, 999, 999), (5, 5, 6, 6))),
         ("[[True, 0, 1, 1]]", ()),
+        ("[[true, 0, 1, 1]]", ()),  # JSON's booleans are not numbers either
+        ("[[NaN, 0, 1, 1]]", ()),
+        ("[[1e999, 0, 1, 1]]", ()),  # JSON reads 1e999 as infinity: not a finite number
         ("[[[1, 2, 3, 4]]]", ()),
         ("[]", ()),
         ("", ()),

@@ -13,9 +13,11 @@ tables stay HTML, equations stay LaTeX), and the tokenizer's special tokens
 (`<｜end▁of▁sentence｜>`, sent when `skip_special_tokens` is false) are stripped.
 
 Model output is untrusted text: a tag cut off by `max_tokens`, an unclosed tag or garbage inside
-`<|det|>` is dropped with a warning, never an exception. Coordinates are read with
-`ast.literal_eval` (never `eval`), checked to be boxes of four finite numbers, clamped to 0..999 and
-put in order (x1 <= x2, y1 <= y2).
+`<|det|>` is dropped with a warning, never an exception. Coordinates are read as JSON (never `eval`;
+not `ast.literal_eval` either: CPython 3.11's AST constructor keeps its recursion depth per
+interpreter, and the engine's threads parsing at once fail with "AST constructor recursion depth
+mismatch", cpython#106905), checked to be boxes of four finite numbers, clamped to 0..999 and put in
+order (x1 <= x2, y1 <= y2).
 
 Scaling convention: the scale's 0 is the image's left/top edge and 999 its right/bottom edge, so a
 coordinate c maps to c * size / 999 pixels (999 → the full width/height). A figure's pixel box is
@@ -26,7 +28,7 @@ dropped with a warning. The engine crops with `image.crop(figure.box_px).save(im
 
 from __future__ import annotations
 
-import ast
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from .plain_text import markdown_to_text
 
 IMAGE_LABEL = "image"
 SCALE_MAX = 999
-_MAX_DET_CHARS = 10_000  # far above any real box list; bounds the work literal_eval can be made to do
+_MAX_DET_CHARS = 10_000  # far above any real box list; bounds the work the parser can be made to do
 _MAX_WARNING_SNIPPET = 80
 
 Box = tuple[int, int, int, int]
@@ -154,8 +156,8 @@ def parse_boxes(det: str) -> tuple[tuple[Box, ...], list[str]]:
     if len(det) > _MAX_DET_CHARS:
         return (), [f"grounding coordinates dropped: {len(det)} characters is not a box list"]
     try:
-        value = ast.literal_eval(det.strip())
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        value = json.loads(det)
+    except (ValueError, RecursionError):  # not JSON (JSONDecodeError is a ValueError), or nested too deep
         return (), [f"grounding coordinates {_snippet(det)} dropped: not a list of boxes"]
     if isinstance(value, (list, tuple)) and len(value) == 4 and all(_number(v) is not None for v in value):
         value = [value]  # one bare box
