@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from .calls import CallQueue
 from .config import Config
-from .daemon.claims import Claims
+from .daemon.claims import Claimed, Claims
 from .daemon.controls import check_control, check_controls, check_fencing
 from .daemon.engine_set import EngineSet, engine_name_for_profile
 from .daemon.jobs import JobOwner
@@ -76,7 +76,7 @@ class Service:
         self.claimer = Claimer(config.inbox, self.store, self.worker_id)
         self.intake = Intake(config, self.engine_name_for_profile, wake=lambda: self.events.put(WAKE))
         self.scheduler = PageScheduler(config.pipeline.fast_lane_pages)
-        self.events: queue.Queue[Event | ResultWritten] = queue.Queue()
+        self.events: queue.Queue[Event | ResultWritten | Claimed] = queue.Queue()
         self.engines = EngineSet()
         self.storage = StorageWatch(self.hooks.on_storage_state)
         self.terminal = TerminalJobs(self.store)
@@ -95,7 +95,9 @@ class Service:
         self.scanner = OutboxScanner(self.jobs, self.takeover, self.claimer, self.heartbeats)
         self.outbox_bytes: int | None = None  # as retention last reported it (observe.OutboxMeasured)
         self.presence = OutboxPresence(self.store, self.storage, self.scanner.relist)
-        self.claims = Claims(self.claimer, self.jobs, self.hooks, self.presence)
+        self.claims = Claims(
+            self.claimer, self.jobs, self.hooks, self.presence, post=self.events.put, settled=self.intake.settled
+        )
         self._stop_requested = False
         self._reload_requested = False
         self._lock_fd: int | None = None
@@ -175,7 +177,9 @@ class Service:
         event = first
         while event is not None:
             try:
-                if event is not WAKE:
+                if isinstance(event, Claimed):
+                    self.claims.handle(event)
+                elif event is not WAKE:
                     self.jobs.handle(event, stopping)
             except Exception:  # a bug around one job must not stop the others
                 log.exception("%s: internal error while handling %s", event.job.job_id, type(event).__name__)
@@ -204,8 +208,8 @@ class Service:
         if present and self.jobs.inputs:
             self._guarded("settle", self.jobs.inputs.start_settled, now, self.jobs.active)
         if present:
-            waiting = self.config.intake.max_queued_jobs - self.jobs.queued()
-            self._guarded("claim", lambda: self.claims.claim_all(self.intake.take(waiting)))
+            waiting = self.config.intake.max_queued_jobs - self.jobs.queued() - self.claims.in_flight
+            self._guarded("intake", lambda: self.claims.claim_all(self.intake.take(waiting)))
         if present and now - self._last_control >= CONTROL_CHECK_SECONDS:
             self._guarded("control", check_controls, self.jobs)
             self._last_control = now
@@ -260,6 +264,7 @@ class Service:
         self._take_reports()
         self.intake.stop_watching()
         self.pipeline.stop(grace)
+        self.claims.wait()
         self.jobs.results.wait()  # what they came to is on the event queue now
         try:
             self._handle_events(self.events.get_nowait(), stopping=True)
@@ -287,12 +292,7 @@ class Service:
         request = claim_request(
             self.config, engine, inbox_path, profile, sniff, source_name=filename, origin="http", sha256=sha256
         )
-        # give_back: a job that cannot be built now leaves no trace, so the client's "503, send it
-        # again" can never make a second job.
-        job_id = self.claims.claim(request, give_back=True)
-        if job_id is None:
-            raise FileNotFoundError(f"the uploaded file {inbox_path} disappeared before it was claimed")
-        return job_id
+        return self.claims.claim_upload(request)
 
     def cancel_now(self, job_id: str) -> None:
         """Main thread (via `call`): act on a CANCEL file of our job at once (another daemon acts on its own)."""

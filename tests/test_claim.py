@@ -283,6 +283,69 @@ def test_recover_removes_a_claim_folder_whose_removal_was_cut_short_at_once(inbo
     assert leftover_claims(inbox) == []
 
 
+def test_recover_removes_an_empty_building_folder_once_it_is_a_few_seconds_old(inbox, store):
+    # Given a daemon killed between making its claim folder and writing a byte into it: the folder
+    # names no builder, so no lease can tell whether it is gone (seen in tests/test_hosts.py, where
+    # a killed daemon's claim threads left one for an hour)
+    building = claims_dir(inbox) / f".{JOB}.tmp-0a1b2c3d"
+    building.mkdir(parents=True)
+    claimer = Claimer(inbox, store, ME)
+    # Then a fresh one is left for its builder, which may be writing into it right now
+    assert claimer.recover(lambda w: False) == [] and building.exists()
+    # And once it is older than any live builder's first write, it goes
+    old = time.time() - claim_module.EMPTY_BUILD_SECONDS - 1
+    os.utime(building, (old, old))
+    assert claimer.recover(lambda w: False) == []
+    assert leftover_claims(inbox) == []
+
+
+def test_recover_leaves_the_claims_being_made_on_other_threads_alone(inbox, store, monkeypatch):
+    # Given a claim of ours paused on a claim thread at each of its steps: the building folder with
+    # its record, the claim folder with the input moved in, the staged job
+    data = drop(inbox, "a.pdf")
+    claimer = Claimer(inbox, store, ME)
+    steps = {"rename": os.rename, "write": claim_module.atomic_write_json}
+    at_step, go_on = threading.Event(), threading.Event()
+    seen: list[list[str]] = []
+
+    def pausing(name):
+        def step(*args, **kwargs):
+            result = steps[name](*args, **kwargs)
+            seen.append(leftover_claims(inbox))
+            at_step.set()
+            assert go_on.wait(10)
+            go_on.clear()
+            return result
+
+        return step
+
+    monkeypatch.setattr(claim_module.os, "rename", pausing("rename"))
+    monkeypatch.setattr(claim_module, "atomic_write_json", pausing("write"))
+    made: list[str | None] = []
+    thread = threading.Thread(target=lambda: made.append(claimer.claim(request("a.pdf"), NOW)))
+    thread.start()
+    # When our own recovery (on the main thread: each outbox scan) runs at every pause
+    recovered: list[str] = []
+    while thread.is_alive():
+        if at_step.wait(0.05):
+            at_step.clear()
+            with monkeypatch.context() as plain:  # recovery's own renames are not paused
+                plain.setattr(claim_module.os, "rename", steps["rename"])
+                plain.setattr(claim_module, "atomic_write_json", steps["write"])
+                recovered += claimer.recover(lambda w: True)
+            go_on.set()
+    thread.join()
+    # Then it touched none of it: the claim thread made the job, exactly once
+    assert len(seen) >= 4 and any(name.startswith(".") for name in seen[0])
+    assert recovered == [] and made and made[0] is not None
+    assert jobs(store) == made
+    assert (store.paths(made[0]).dir / "input.pdf").read_bytes() == data
+    assert leftover_claims(inbox) == [] and claimer.is_busy(made[0])
+    # And once the daemon has taken the job up, it is an ordinary job to recovery
+    claimer.release(made[0])
+    assert not claimer.is_busy(made[0])
+
+
 def test_recover_keeps_a_claim_folder_with_an_input_but_no_record(inbox, store):
     # Given a visible claim folder that holds an input without its record (a damaged disk)
     claim_dir = claims_dir(inbox) / JOB

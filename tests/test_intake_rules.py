@@ -411,3 +411,31 @@ def test_a_claim_records_the_engine_settings_resolved_from_profile_and_engine_se
     config = Config.model_validate({"profiles": {"books": profile}})
     request = claim_request(config, engine, "books/a.pdf", "books", Sniff(Verdict.JOB, "pdf", ".pdf"))
     assert request.engine_settings == expected
+
+
+def test_a_file_being_claimed_is_not_handed_out_again_until_its_claim_ends(tmp_path):
+    """Claims run on claim threads: until one ends, the file it is moving may still be in the inbox,
+    and a scan must not make a second request of it; once it ended and the file is still there (the
+    claim failed before moving it), the file is ready again after it settles."""
+    from ocr_watcher.config import load_config
+    from ocr_watcher.intake.intake import Intake
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    overrides = {"inbox": str(inbox), "outbox": str(tmp_path / "outbox"), "engine": "text"}
+    overrides["intake"] = {"settle_seconds": 0.0, "poll_interval_seconds": 0.5, "use_inotify": False}
+    intake = Intake(load_config(environ={}, overrides=overrides), lambda profile: "text")
+    (inbox / "a.pdf").write_bytes(b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n")
+
+    clock = [0.0]
+
+    def ready_after_two_looks() -> list[str]:  # the first look records it, the second sees it settled
+        for _ in range(2):
+            clock[0] += 1.0
+            intake.refresh(clock[0])
+        return [request.inbox_path for request in intake.take(10)]
+
+    assert ready_after_two_looks() == ["a.pdf"]
+    assert ready_after_two_looks() == [] and intake.waiting == 0
+    intake.settled("a.pdf")
+    assert ready_after_two_looks() == ["a.pdf"]

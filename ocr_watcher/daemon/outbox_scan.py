@@ -43,7 +43,7 @@ class OutboxScanner:
 
     def scan(self, startup: bool = False) -> None:
         self.last_scan = time.monotonic()
-        if not startup:  # claims are made on this thread, so none of ours is half-way now
+        if not startup:  # recovery leaves the claims in progress on the claim threads alone
             try:
                 for job_id in self.claimer.recover(self.heartbeats.is_gone):
                     log.warning("%s: finished an interrupted claim", job_id)
@@ -67,8 +67,8 @@ class OutboxScanner:
                 if read_at == retryable[job_id]:
                     continue
                 del retryable[job_id]  # rewritten (another daemon retried it): read it again
-            if job_id in active:
-                continue
+            if job_id in active or self.claimer.is_busy(job_id):
+                continue  # ours already, or about to be (its Claimed event is on the way)
             # Taken before the read: a rewrite while reading shows as a change on the next scan.
             read_at = read_at or self.store.metadata_stamp(job_id)
             meta = self.store.load_unless_completed(job_id)  # a completed one is only noted

@@ -75,6 +75,7 @@ class Intake:
         self._ready: dict[str, ClaimRequest] = {}
         # Heap of (-priority, mtime_ns, rel); entries whose rel left _ready are skipped when popped.
         self._ready_heap: list[tuple[int, int, str]] = []
+        self._claiming: set[str] = set()  # taken, and their claims not yet ended (settled)
         self._reported: set[str] = set()
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
@@ -152,8 +153,14 @@ class Intake:
             request = self._ready.pop(rel, None)
             if request is not None:
                 self.tracked.pop(rel, None)
+                self._claiming.add(rel)
                 chosen.append(request)
         return chosen
+
+    def settled(self, rel: str) -> None:
+        """The claim of a file `take` handed out ended (made, or failed): a file still at that path
+        is a file to look at again."""
+        self._claiming.discard(rel)
 
     def forget(self, rel: str) -> None:
         self.tracked.pop(rel, None)
@@ -219,6 +226,8 @@ class Intake:
             self._record(rel_path.as_posix(), st, now)
 
     def _record(self, rel: str, st: os.stat_result, now: float) -> None:
+        if rel in self._claiming:
+            return  # being claimed: not a new file, even if the claim has not moved it yet
         observation = Observation(st.st_size, st.st_mtime_ns, st.st_ino)
         previous = self.tracked.get(rel)
         if rel in self._ready:

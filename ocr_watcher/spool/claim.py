@@ -20,6 +20,7 @@ import secrets
 import shutil
 import socket
 import stat
+import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -34,6 +35,9 @@ from .store import JobStore
 log = logging.getLogger("ocr_watcher.claim")
 CLAIM_RECORD = "claim.json"
 ABANDONED_BUILD_SECONDS = 3600.0  # a claim folder half-built this long ago belongs to a dead process
+# An empty one (its builder killed before it wrote a byte) names nobody to wait for; it goes once
+# older than any live builder's first write takes.
+EMPTY_BUILD_SECONDS = 5.0
 _COPY_CHUNK = 1 << 20
 
 
@@ -79,6 +83,19 @@ class Claimer:
         self.inbox = InboxLayout(inbox)
         self.store = store
         self.worker_id = worker_id
+        # Job ids of claims being made on a claim thread, and of those made but not yet taken up by
+        # the daemon (`release`): recovery and the outbox scan leave them to their claimer.
+        self._busy: set[str] = set()
+        self._busy_lock = threading.Lock()
+
+    def is_busy(self, job_id: str) -> bool:
+        with self._busy_lock:
+            return job_id in self._busy
+
+    def release(self, job_id: str) -> None:
+        """The claim `claim` returned is taken up by the daemon; it is an ordinary job now."""
+        with self._busy_lock:
+            self._busy.discard(job_id)
 
     def claim(self, request: ClaimRequest, now: datetime | None = None, *, give_back: bool = False) -> str | None:
         """Claim one inbox file; the new job id, or None when another daemon (or a person) was first.
@@ -87,10 +104,25 @@ class Claimer:
         recovery to finish later: the inbox file has nobody else to hold it. With `give_back` the
         file goes back where it came from and the error is raised with no trace of a job left, for
         a caller (an HTTP upload) that answers "failed" and whose client will send it again.
+
+        Safe on several threads at once. A job id returned is busy until `release`d; after an
+        error or None nothing stays busy (a claim left behind is recovery's).
         """
         now = now or utc_now()
         name = request.source_name or Path(request.inbox_path).name
         job_id = new_job_id(name, now)
+        with self._busy_lock:  # before the first folder appears: recovery must never see it free
+            self._busy.add(job_id)
+        try:
+            claimed = self._claim(request, job_id, now, give_back=give_back)
+        except BaseException:
+            self.release(job_id)
+            raise
+        if claimed is None:
+            self.release(job_id)
+        return claimed
+
+    def _claim(self, request: ClaimRequest, job_id: str, now: datetime, *, give_back: bool) -> str | None:
         claim_dir = self.inbox.claims / job_id
         fields = asdict(request)
         fields["failure"] = request.failure.model_dump() if request.failure else None
@@ -131,13 +163,18 @@ class Claimer:
         except FileNotFoundError:
             return finished
         for claim_dir in claim_dirs:
+            if self.is_busy(_job_id_of(claim_dir.name)):
+                continue  # being made right now, on a claim thread
             if claim_dir.name.startswith("."):  # a claim folder still being built (or a crash's leftover)
                 # Removing one never loses a file: the inbox file moves only after the folder is
                 # renamed into place. So it goes as soon as its builder is known to be gone.
                 builder = _builder_of(claim_dir)
                 gone = builder is not None and (builder == self.worker_id or is_abandoned(builder))
-                if gone or _age_seconds(claim_dir) > ABANDONED_BUILD_SECONDS:
+                age = _age_seconds(claim_dir)
+                if gone or age > ABANDONED_BUILD_SECONDS:
                     shutil.rmtree(claim_dir, ignore_errors=True)
+                elif builder is None and age > EMPTY_BUILD_SECONDS:
+                    _remove_if_empty(claim_dir)
                 continue
             record = ClaimRecord.read(claim_dir / CLAIM_RECORD)
             if record is None:
@@ -239,6 +276,20 @@ class Claimer:
         os.rename(staged, final)
         if self.store.fsync:
             fsync_dir(final.parent)
+
+
+def _job_id_of(claim_name: str) -> str:
+    """The job id a claim folder is for: its name, or `.<job_id>.tmp-<hex>` while it is built."""
+    return claim_name[1:].rsplit(TMP_MARK, 1)[0] if claim_name.startswith(".") else claim_name
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """rmdir removes a folder only while it is empty, in one step: a live builder that was about
+    to write into it then fails before any inbox file has moved, so nothing can be lost."""
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass
 
 
 def _age_seconds(path: Path) -> float:
