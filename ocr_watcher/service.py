@@ -27,6 +27,7 @@ from .daemon.jobs import JobOwner
 from .daemon.outbox_scan import OutboxScanner
 from .daemon.pipeline_setup import pipeline_settings
 from .daemon.presence import OutboxPresence
+from .daemon.record_saves import RecordSaved
 from .daemon.reloading import read_reload
 from .daemon.result_writes import ResultWritten
 from .daemon.takeover import Takeover
@@ -76,7 +77,7 @@ class Service:
         self.claimer = Claimer(config.inbox, self.store, self.worker_id)
         self.intake = Intake(config, self.engine_name_for_profile, wake=lambda: self.events.put(WAKE))
         self.scheduler = PageScheduler(config.pipeline.fast_lane_pages)
-        self.events: queue.Queue[Event | ResultWritten | Claimed] = queue.Queue()
+        self.events: queue.Queue[Event | ResultWritten | Claimed | RecordSaved] = queue.Queue()
         self.engines = EngineSet()
         self.storage = StorageWatch(self.hooks.on_storage_state)
         self.terminal = TerminalJobs(self.store)
@@ -95,9 +96,8 @@ class Service:
         self.scanner = OutboxScanner(self.jobs, self.takeover, self.claimer, self.heartbeats)
         self.outbox_bytes: int | None = None  # as retention last reported it (observe.OutboxMeasured)
         self.presence = OutboxPresence(self.store, self.storage, self.scanner.relist)
-        self.claims = Claims(
-            self.claimer, self.jobs, self.hooks, self.presence, post=self.events.put, settled=self.intake.settled
-        )
+        post, settled = self.events.put, self.intake.settled
+        self.claims = Claims(self.claimer, self.jobs, self.hooks, self.presence, post=post, settled=settled)
         self._stop_requested = False
         self._reload_requested = False
         self._lock_fd: int | None = None
@@ -174,7 +174,7 @@ class Service:
 
     def _handle_events(self, first: Event | None, stopping: bool = False) -> None:
         """`first` and whatever else is on the event queue, without waiting for more."""
-        event = first
+        event = first if first is not None else self._next_event()
         while event is not None:
             try:
                 if isinstance(event, Claimed):
@@ -182,11 +182,15 @@ class Service:
                 elif event is not WAKE:
                     self.jobs.handle(event, stopping)
             except Exception:  # a bug around one job must not stop the others
-                log.exception("%s: internal error while handling %s", event.job.job_id, type(event).__name__)
-            try:
-                event = self.events.get_nowait()
-            except queue.Empty:
-                event = None
+                about = event.request.inbox_path if isinstance(event, Claimed) else event.job.job_id
+                log.exception("%s: internal error while handling %s", about, type(event).__name__)
+            event = self._next_event()
+
+    def _next_event(self) -> Event | ResultWritten | Claimed | RecordSaved | None:
+        try:
+            return self.events.get_nowait()
+        except queue.Empty:
+            return None
 
     def tick(self) -> None:
         """One turn of the main loop: events, then the periodic steps that are due."""
@@ -264,12 +268,9 @@ class Service:
         self._take_reports()
         self.intake.stop_watching()
         self.pipeline.stop(grace)
-        self.claims.wait()
-        self.jobs.results.wait()  # what they came to is on the event queue now
-        try:
-            self._handle_events(self.events.get_nowait(), stopping=True)
-        except queue.Empty:
-            pass
+        for threads in (self.claims, self.jobs.results, self.jobs.saves):  # saves last: the others end jobs
+            threads.wait()
+            self._handle_events(None, stopping=True)  # what they came to, on the event queue now
         self.jobs.flush(everything=True)
         self.engines.close()
         self._write_heartbeat(stopped=True)  # our jobs may be taken over now, not after a lease

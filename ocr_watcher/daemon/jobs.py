@@ -14,12 +14,12 @@ from ..hooks import HookList
 from ..pipeline.assemble import PageMissing
 from ..pipeline.input_watch import changed_since_claim
 from ..pipeline.runner import Event, Opened, PageDone, PageFailed
-from ..pipeline.scheduler import PageScheduler, RunningJob
+from ..pipeline.scheduler import PageScheduler
 from ..spool.model import JobError, JobMeta, Status, utc_now
 from ..spool.shared_results import LeaderGone
 from ..spool.store import JobStore
 from ..storage_watch import StorageWatch
-from .active import ActiveJob
+from .active import ActiveJob, running_job
 from .deferred import STORAGE_RETRY_SECONDS, Deferred
 from .duplicates import Duplicates
 from .input_changes import InputChanges
@@ -39,7 +39,8 @@ from .lifecycle import (
     decide_opened,
     decide_page_failed,
 )
-from .records import JobRecords, Saved
+from .record_saves import RecordSaved, RecordSaves
+from .records import JobRecords, Saved, stamp
 from .result_writes import ResultWrites, ResultWritten, result_write
 from .terminal import TerminalJobs
 
@@ -57,7 +58,7 @@ class JobOwner:
         terminal: TerminalJobs,
         engine_name: Callable[[str], str],
         settle_seconds: Callable[[], float],
-        post: Callable[[ResultWritten], None] = lambda event: None,
+        post: Callable[[ResultWritten | RecordSaved], None] = lambda event: None,
     ) -> None:
         self.config = config  # replaced on reload
         self.store = store
@@ -71,28 +72,17 @@ class JobOwner:
         self.inputs = InputChanges(store, scheduler, settle_seconds)
         self.active: dict[str, ActiveJob] = {}
         self.results = ResultWrites(post)  # `post`: onto the main loop's event queue
+        self.saves = RecordSaves(self.records, post)
         self.duplicates = Duplicates(store, lambda: self.config, self._follow)
 
     def queued(self) -> int:
         return sum(1 for active in self.active.values() if active.meta.status is Status.QUEUED)
 
     def activate(self, meta: JobMeta) -> ActiveJob:
-        paths = self.store.paths(meta.job_id)
         self.store.sweep_temp_files(meta.job_id)
-        done = self.store.done_pages(meta.job_id)
-        job = RunningJob(
-            job_id=meta.job_id,
-            input_path=paths.input(meta.input_file),
-            kind=meta.kind or "pdf",
-            priority=meta.priority,
-            created_at=meta.created_at.timestamp(),
-            profile=meta.profile,
-            engine=self.engine_name(meta.profile) if meta.engine is None else meta.engine.kind,
-            settings=meta.engine.settings() if meta.engine is not None else {},
-            epoch=meta.worker.epoch,
-            done=done,
-            served=len(done),
-        )
+        engine = self.engine_name(meta.profile) if meta.engine is None else meta.engine.kind
+        input_path = self.store.paths(meta.job_id).input(meta.input_file)
+        job = running_job(meta, input_path, self.store.done_pages(meta.job_id), engine)
         active = self.active[meta.job_id] = ActiveJob(job, meta)
         self.terminal.forget(meta.job_id)
         if self.duplicates.admit(active):  # else it waits for, or follows, a job of the same content
@@ -100,8 +90,12 @@ class JobOwner:
         return active
 
     # -- pipeline events -------------------------------------------------------------------------
-    def handle(self, event: Event | ResultWritten, stopping: bool = False) -> None:
+    def handle(self, event: Event | ResultWritten | RecordSaved, stopping: bool = False) -> None:
         active = self.active.get(event.job.job_id)
+        if isinstance(event, RecordSaved):
+            if active is not None and active.job is event.job and active.saving:
+                self._record_saved(active, event)
+            return
         if active is None or active.job is not event.job or active.meta.status.terminal:
             return  # a job we stopped working on (cancelled, taken over, finished)
         if isinstance(event, ResultWritten):
@@ -259,7 +253,7 @@ class JobOwner:
         else:
             self.storage.succeeded("result")
             active.meta.warnings = [*active.notes, *event.result_meta["warnings"]][:100]
-            self.finish(active, Status.COMPLETED)
+            self.finish(active, Status.COMPLETED, later=True)
 
     def _result_waits(self, active: ActiveJob, exc: OSError) -> None:
         """The result could not be written: a deleted folder ends the job's run here; a full,
@@ -270,7 +264,7 @@ class JobOwner:
         self.records.storage_failed("result", exc)
         active.result_due = time.monotonic() + STORAGE_RETRY_SECONDS
 
-    def finish(self, active: ActiveJob, status: Status, error: JobError | None = None) -> None:
+    def finish(self, active: ActiveJob, status: Status, error: JobError | None = None, *, later: bool = False) -> None:
         active.job.cancelled = True  # nothing more of this job is processed
         if active.meta.status is Status.QUEUED and status is Status.COMPLETED:
             active.meta.transition(Status.PROCESSING)
@@ -280,23 +274,35 @@ class JobOwner:
             self.hooks.on_job_status(active.meta, previous)
         active.previous = active.meta.status
         active.meta.transition(status, error=error)
-        self._settle_terminal(active)
+        self._settle_terminal(active, later)
 
-    def _settle_terminal(self, active: ActiveJob) -> None:
-        """A job that reached its end leaves the active set once that is on disk; while the outbox
-        cannot be written (full, read-only) it stays, and the flush tries again."""
-        self.hooks.on_job_ending(active.meta)  # before the save: a delivery owed is never lost
-        if not self.save(active):
+    def _settle_terminal(self, active: ActiveJob, later: bool = False) -> None:
+        """A job that reached its end leaves the active set once that is on disk (full, read-only:
+        it stays, the flush tries again). A completion is saved `later`, on a record thread (record_saves.py);
+        a cancel or failure at once: its caller (the job API) may read the record next."""
+        if active.saving:
             return
+        self.hooks.on_job_ending(active.meta)  # before the save: a delivery owed is never lost
+        if later and self.saves.open:
+            stamp(active.meta)
+            active.saving = True
+            self.saves.start(active.job, active.meta.model_copy(deep=True))
+        elif self.save(active):
+            self._left(active)
+
+    def _record_saved(self, active: ActiveJob, event: RecordSaved) -> None:
+        active.saving = False
+        if self._judge_save(active, self.records.saved(active.job_id, active.job.epoch, event.written)):
+            self._left(active)
+
+    def _left(self, active: ActiveJob) -> None:
+        """A job whose end is on disk: no longer ours to work on."""
         job, meta = active.job, active.meta
         self.active.pop(job.job_id, None)
         self.terminal.note(meta)
         self.hooks.on_job_status(meta, active.previous)
         self.duplicates.ended(job.job_id)
-        done = meta.progress
-        pages = f"{done.pages_done}/{done.pages_total}" if done.pages_total is not None else "-"
-        detail = f": {meta.error.type}: {meta.error.message}" if meta.error else ""
-        log.info("%s: %s (pages %s)%s", job.job_id, meta.status.value, pages, detail)
+        _log_end(meta)
 
     def forget(self, job_id: str, why: str) -> None:
         active = self.active.pop(job_id, None)
@@ -308,7 +314,9 @@ class JobOwner:
     def save(self, active: ActiveJob) -> bool:
         """Write the job's record through the one guarded save. False when it was not written: the
         job is then forgotten (deleted, taken over), or kept dirty and the flush tries again."""
-        saved = self.records.save(active.meta, active.job.epoch)
+        return self._judge_save(active, self.records.save(active.meta, active.job.epoch))
+
+    def _judge_save(self, active: ActiveJob, saved: Saved) -> bool:
         if saved is Saved.FENCED:
             self.forget(active.job_id, "another daemon has taken it over")
         elif saved is Saved.DELETED:
@@ -339,3 +347,10 @@ class JobOwner:
                 self._settle_terminal(active)
             else:
                 self.save(active)
+
+
+def _log_end(meta: JobMeta) -> None:
+    done = meta.progress
+    pages = f"{done.pages_done}/{done.pages_total}" if done.pages_total is not None else "-"
+    detail = f": {meta.error.type}: {meta.error.message}" if meta.error else ""
+    log.info("%s: %s (pages %s)%s", meta.job_id, meta.status.value, pages, detail)

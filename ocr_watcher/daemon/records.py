@@ -8,6 +8,7 @@ import logging
 import os
 from collections.abc import Callable
 from enum import Enum
+from typing import Literal
 
 from ..spool.model import JobMeta, utc_now
 from ..spool.store import JobStore
@@ -23,6 +24,15 @@ class Saved(Enum):
     WAITING = "waiting"  # the outbox is full, read-only or away: kept dirty, tried again
 
 
+Written = Literal[Saved.FENCED] | OSError | None  # what JobRecords.write came to
+
+
+def stamp(meta: JobMeta) -> None:
+    """The record says when it was written, which is also its owner's heartbeat."""
+    meta.updated_at = utc_now()
+    meta.worker.heartbeat_at = meta.updated_at
+
+
 class JobRecords:
     def __init__(self, store: JobStore, storage: StorageWatch, on_storage_error: Callable[[str, str], None]) -> None:
         self.store = store
@@ -36,17 +46,28 @@ class JobRecords:
 
     def save(self, meta: JobMeta, epoch: int) -> Saved:
         """metadata.json of a job whose lease at `epoch` we hold, unless it was deleted or taken over."""
-        job_id = meta.job_id
+        stamp(meta)
+        return self.saved(meta.job_id, epoch, self.write(meta, epoch))
+
+    def write(self, meta: JobMeta, epoch: int) -> Written:
+        """The I/O of a save, on any thread (daemon/record_saves.py): None when written, else
+        Saved.FENCED or the error, for `saved` to judge on the main thread."""
         try:
-            if self.store.is_fenced(job_id, epoch):
+            if self.store.is_fenced(meta.job_id, epoch):
                 return Saved.FENCED
-            meta.updated_at = utc_now()
-            meta.worker.heartbeat_at = meta.updated_at
             self.store.save(meta)
         except OSError as exc:
-            if isinstance(exc, FileNotFoundError) and self.folder_deleted(job_id):
+            return exc
+        return None
+
+    def saved(self, job_id: str, epoch: int, written: Written) -> Saved:
+        """Main thread: what a write came to, told to the storage state and the observers."""
+        if written is Saved.FENCED:
+            return Saved.FENCED
+        if isinstance(written, OSError):
+            if isinstance(written, FileNotFoundError) and self.folder_deleted(job_id):
                 return Saved.DELETED
-            self.storage_failed("metadata", exc)
+            self.storage_failed("metadata", written)
             self.store.touch_lease(job_id, epoch)  # a takeover not yet on disk is still ours
             return Saved.WAITING
         self.storage.succeeded("metadata")
