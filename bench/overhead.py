@@ -11,7 +11,9 @@ renamed into the inbox at once. Measured:
 - CPU seconds per job of the daemon's main process and of its children (render workers), from
   /proc/<pid>/stat, between the drop and the last completion.
 
-Target: >= 50 jobs/s on 2 cores.
+Target: >= 150 jobs/s on 2 cores (the core redesign's figure; the first was 50); `--queued 8` is
+the default setting. On a virtual disk one run can differ from the next by a third: compare medians of
+runs made in turn, with a rest between them (the disk slows under sustained fsyncs and recovers).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from _common import (  # noqa: E402
 
 NAME = "overhead"
 SETTLE = 0.2
-TARGET_JOBS_PER_S = 50.0
+TARGET_JOBS_PER_S = 150.0
 
 
 def config(max_queued: int) -> dict:
@@ -131,7 +133,7 @@ def main() -> int:
             ]
         )
 
-    headers = ["max_queued", "jobs/s", "vs 50/s", "lat med s", "lat p95 s", "cpu ms/job", "main thr ms/job"]
+    headers = ["max_queued", "jobs/s", "vs 150/s", "lat med s", "lat p95 s", "cpu ms/job", "main thr ms/job"]
     print_figures(
         f"overhead: engine text, {n} one-page PDFs dropped at once, 2 workers, settle {SETTLE} s, median of {reps}",
         [*headers, "child ms/job", "main thr busy", "other load", "not completed"],
