@@ -14,6 +14,7 @@ import pytest
 from ocr_watcher.daemon.active import running_job
 from ocr_watcher.daemon.record_saves import RecordSaved, RecordSaves
 from ocr_watcher.daemon.records import JobRecords, Saved
+from ocr_watcher.spool import store as store_module
 from ocr_watcher.spool.model import JobMeta, Source, Status, Worker
 from ocr_watcher.spool.store import JobStore
 from ocr_watcher.storage_watch import StorageWatch
@@ -56,9 +57,13 @@ def saved_on_a_record_thread(store: JobStore, meta: JobMeta) -> tuple[RecordSave
 
 
 def test_a_completed_record_is_written_whole(store):
-    event, saved, problems = saved_on_a_record_thread(store, finished_meta())
+    meta = finished_meta()
+    event, saved, problems = saved_on_a_record_thread(store, meta)
     assert event.written is None and saved is Saved.SAVED and problems == []
-    assert store.load(JOB).status is Status.COMPLETED
+    on_disk = store.load(JOB)
+    assert on_disk.status is Status.COMPLETED
+    # The revision written comes back, for the owner's record in memory to say what is on disk
+    assert on_disk.revision == event.revision == meta.revision + 1
 
 
 def test_a_job_taken_over_meanwhile_is_not_written(store):
@@ -82,6 +87,7 @@ def test_an_outbox_that_refuses_the_write_makes_the_job_wait(store, monkeypatch)
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store, "save", full)
+    monkeypatch.setattr(store_module, "atomic_write_json", full)  # inside the real save
     event, saved, problems = saved_on_a_record_thread(store, finished_meta())
     assert isinstance(event.written, OSError) and saved is Saved.WAITING and problems == ["metadata"]
+    assert event.revision == finished_meta().revision  # nothing written: the next try writes it

@@ -291,7 +291,7 @@ class JobOwner:
             self._left(active)
 
     def _record_saved(self, active: ActiveJob, event: RecordSaved) -> None:
-        active.saving = False
+        active.saving, active.meta.revision = False, event.revision  # the record as it is on disk
         if self._judge_save(active, self.records.saved(active.job_id, active.job.epoch, event.written)):
             self._left(active)
 

@@ -27,6 +27,7 @@ SAVE_THREADS = 4  # like the result threads: enough for the journal to commit se
 class RecordSaved:
     job: RunningJob
     written: Written
+    revision: int  # the copy's after the write (a save bumps it; one that failed does not)
 
 
 class RecordSaves:
@@ -54,4 +55,4 @@ class RecordSaves:
             written = self.records.write(meta, job.epoch)
         except Exception as exc:  # a bug: judged like a failed write, so the flush tries again
             written = OSError(f"internal error while saving: {exc!r}")
-        self._post(RecordSaved(job, written))
+        self._post(RecordSaved(job, written, meta.revision))
