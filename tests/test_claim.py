@@ -126,6 +126,33 @@ def test_claim_moves_the_file_into_a_job_folder_with_metadata(inbox, store):
     assert temp_files(store.root) == []
 
 
+def test_a_claim_holds_the_record_it_published_until_the_daemon_takes_the_job_up(inbox, store):
+    # Given a file claimed (its job busy until released)
+    drop(inbox, "a.pdf")
+    claimer = Claimer(inbox, store, ME)
+    job_id = claimer.claim(request("a.pdf"), now=NOW)
+    # Then the record it wrote is at hand, the same as metadata.json says
+    made = claimer.made(job_id)
+    assert made is not None and made == store.load(job_id)
+    # And once the job is taken up it is an ordinary job: its record is the folder's
+    claimer.release(job_id)
+    assert claimer.made(job_id) is None and not claimer.is_busy(job_id)
+
+
+def test_a_claim_finished_by_recovery_holds_no_record(inbox, store):
+    # Given a claim cut short after the inbox file moved (the daemon was killed there)
+    drop(inbox, "a.pdf")
+    claimer = Claimer(inbox, store, ME)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(claimer, "_finish", lambda record, claim_dir: (_ for _ in ()).throw(OSError("killed")))
+        with pytest.raises(OSError):
+            claimer.claim(request("a.pdf"))
+    # When recovery finishes it, the job is published, and no claim holds it
+    (job_id,) = claimer.recover(lambda worker: False)
+    assert store.load(job_id).status is Status.QUEUED
+    assert claimer.made(job_id) is None and not claimer.is_busy(job_id)
+
+
 def test_claim_with_fsync(inbox, outbox):
     store = JobStore(outbox, fsync=True)
     data = drop(inbox, "a.pdf")

@@ -220,6 +220,27 @@ def test_unknown_fields_from_a_newer_daemon_survive_a_rewrite():
     assert out["status"] == "processing"
 
 
+def test_a_whole_copy_is_equal_and_shares_nothing_with_the_record():
+    # Given a failed job's record with fields of a newer daemon and nested values
+    data = make_meta().to_json()
+    data["future_field"] = {"nested": [1, 2, 3]}
+    meta = JobMeta.model_validate(data)
+    meta.transition(Status.PROCESSING, now=T0)
+    meta.transition(Status.FAILED, now=T0, error=JobError(type="render_failed", message="page 2"))
+    # When it is copied for another thread
+    copy = meta.copy_whole()
+    history = list(meta.history)
+    # Then the copy says the same, down to the unknown fields
+    assert copy == meta and copy.to_json() == meta.to_json()
+    # And changing anything in the copy leaves the record as it was
+    copy.history.append({"status": "queued", "at": "2026-01-01T00:00:00Z"})
+    copy.model_extra["future_field"]["nested"].append(4)
+    copy.error.message = "changed"
+    copy.worker.pid = -1
+    assert meta.history == history and meta.model_extra["future_field"] == {"nested": [1, 2, 3]}
+    assert meta.error.message == "page 2" and meta.worker.pid != -1
+
+
 def test_transitions_are_recorded_in_history():
     meta = make_meta()
     meta.transition(Status.PROCESSING, now=T0)

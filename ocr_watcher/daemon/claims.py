@@ -122,12 +122,13 @@ class Claims:
             self.owner.storage.succeeded("claim")
             if job_id in self.owner.active:
                 return
-            meta = self.owner.store.try_load(job_id)
+            made = self.claimer.made(job_id)  # what the claim wrote: no second read of it
+            meta = made or self.owner.store.try_load(job_id)
             if meta is None:
                 return
             self.hooks.on_job_status(meta, None)
             if meta.status is Status.QUEUED:
-                self.owner.activate(meta)
+                self.owner.activate(meta, fresh=made is not None)
             else:
                 self.owner.terminal.note(meta)
         finally:

@@ -78,11 +78,11 @@ class JobOwner:
     def queued(self) -> int:
         return sum(1 for active in self.active.values() if active.meta.status is Status.QUEUED)
 
-    def activate(self, meta: JobMeta) -> ActiveJob:
-        self.store.sweep_temp_files(meta.job_id)
+    def activate(self, meta: JobMeta, *, fresh: bool = False) -> ActiveJob:
+        done = set() if fresh else resume_point(self.store, meta.job_id)  # fresh: just claimed, holds nothing
         engine = self.engine_name(meta.profile) if meta.engine is None else meta.engine.kind
         input_path = self.store.paths(meta.job_id).input(meta.input_file)
-        job = running_job(meta, input_path, self.store.done_pages(meta.job_id), engine)
+        job = running_job(meta, input_path, done, engine)
         active = self.active[meta.job_id] = ActiveJob(job, meta)
         self.terminal.forget(meta.job_id)
         if self.duplicates.admit(active):  # else it waits for, or follows, a job of the same content
@@ -286,7 +286,7 @@ class JobOwner:
         if later and self.saves.open:
             stamp(active.meta)
             active.saving = True
-            self.saves.start(active.job, active.meta.model_copy(deep=True))
+            self.saves.start(active.job, active.meta.copy_whole())
         elif self.save(active):
             self._left(active)
 
@@ -347,6 +347,12 @@ class JobOwner:
                 self._settle_terminal(active)
             else:
                 self.save(active)
+
+
+def resume_point(store: JobStore, job_id: str) -> set[int]:
+    """Where work on a job folder goes on: the temp files a crash left removed, and its done pages."""
+    store.sweep_temp_files(job_id)
+    return store.done_pages(job_id)
 
 
 def _log_end(meta: JobMeta) -> None:

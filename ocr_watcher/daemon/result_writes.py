@@ -37,7 +37,7 @@ def result_write(store: JobStore, active: ActiveJob, outputs: frozenset[str]) ->
     """The write that completes `active` (on a result thread, from copies): its own pages assembled
     into the result files of `outputs` (config.outputs), or, for a duplicate, the results of the job
     it follows shared."""
-    meta, failed, leader = active.meta.model_copy(deep=True), dict(active.job.failed), active.follows
+    meta, failed, leader = active.meta.copy_whole(), dict(active.job.failed), active.follows
     if leader is not None:
         return lambda: share_results(store, leader, meta)
 

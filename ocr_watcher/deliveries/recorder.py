@@ -49,9 +49,11 @@ class Recorder:
     def names(self, meta: JobMeta) -> list[str]:
         """The pending files an ending owes, without making their bodies."""
         config = self.config()
+        hooks, command = config.webhooks(meta.profile), config.command_hook(meta.profile)
+        if not hooks and command is None:
+            return []  # the usual case: every ending asks, so no delivery id is made for nothing
         delivery = policy.delivery_id(meta.job_id, meta.attempts)
-        names = [pending_name(delivery, WEBHOOK, hook.url) for hook in config.webhooks(meta.profile)]
-        command = config.command_hook(meta.profile)
+        names = [pending_name(delivery, WEBHOOK, hook.url) for hook in hooks]
         if command is not None:
             names.append(pending_name(delivery, COMMAND, " ".join(command.argv)))
         return names

@@ -12,7 +12,6 @@ The sequence (each step survives a crash at any point; `recover_claims` finishes
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .atomic import TMP_MARK, atomic_write_json, fsync_dir, temp_name_for
+from .digest import size_and_sha256
 from .ids import new_job_id
 from .layout import InboxLayout
 from .model import EngineInfo, JobError, JobMeta, Source, Status, Worker, iso, utc_now
@@ -87,6 +87,8 @@ class Claimer:
         # the daemon (`release`): recovery and the outbox scan leave them to their claimer.
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
+        # The record a busy claim published: the daemon takes the job up from it, not from a re-read.
+        self._made: dict[str, JobMeta] = {}
 
     def is_busy(self, job_id: str) -> bool:
         with self._busy_lock:
@@ -96,6 +98,13 @@ class Claimer:
         """The claim `claim` returned is taken up by the daemon; it is an ordinary job now."""
         with self._busy_lock:
             self._busy.discard(job_id)
+            self._made.pop(job_id, None)
+
+    def made(self, job_id: str) -> JobMeta | None:
+        """The metadata.json a busy claim published, as written (None when another daemon's
+        recovery, not this claim, made the job). Nobody else writes a busy job's record."""
+        with self._busy_lock:
+            return self._made.get(job_id)
 
     def claim(self, request: ClaimRequest, now: datetime | None = None, *, give_back: bool = False) -> str | None:
         """Claim one inbox file; the new job id, or None when another daemon (or a person) was first.
@@ -259,6 +268,9 @@ class Claimer:
             _copy_durably(claimed, staged / claimed.name)
             _unchanged_since(claimed, before)  # a write during the copy would make the copy stale
         self._publish(staged, final)
+        with self._busy_lock:
+            if job_id in self._busy:
+                self._made[job_id] = meta
         if not same_fs:
             claimed.unlink()
         shutil.rmtree(claim_dir, ignore_errors=True)
@@ -321,20 +333,6 @@ def _input_in(folder: Path) -> Path | None:
     except FileNotFoundError:
         pass
     return None
-
-
-def size_and_sha256(path: Path) -> tuple[int, str | None]:
-    """Size and digest; an unreadable file (permissions) still becomes a job, which then fails."""
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(_COPY_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-    except PermissionError:
-        return path.stat().st_size, None
-    return size, digest.hexdigest()
 
 
 def _unchanged_since(path: Path, before: os.stat_result) -> None:

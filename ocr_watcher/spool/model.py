@@ -149,6 +149,11 @@ class JobMeta(_Model):
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+    def copy_whole(self) -> JobMeta:
+        """A deep copy for another thread or an observer. Rebuilt by pydantic-core rather than
+        `model_copy(deep=True)`, whose copy.deepcopy costs the main thread four times as much."""
+        return type(self).model_validate(self.model_dump())
+
     def transition(self, new: Status, *, now: datetime | None = None, error: JobError | None = None) -> None:
         check_transition(self.status, new)
         now = now or utc_now()
@@ -171,7 +176,7 @@ class JobMeta(_Model):
 def completed_copy(meta: JobMeta) -> JobMeta:
     """A copy of a job's record as completing it will make it: for an observer that prepares for
     that ending before it is saved (Hooks.ending_work)."""
-    ending = meta.model_copy(deep=True)
+    ending = meta.copy_whole()
     if ending.status is Status.QUEUED:
         ending.transition(Status.PROCESSING)
     ending.transition(Status.COMPLETED)
