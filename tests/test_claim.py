@@ -144,7 +144,7 @@ def test_a_claim_finished_by_recovery_holds_no_record(inbox, store):
     drop(inbox, "a.pdf")
     claimer = Claimer(inbox, store, ME)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(claimer, "_finish", lambda record, claim_dir: (_ for _ in ()).throw(OSError("killed")))
+        mp.setattr(claimer, "_finish", lambda *args: (_ for _ in ()).throw(OSError("killed")))
         with pytest.raises(OSError):
             claimer.claim(request("a.pdf"))
     # When recovery finishes it, the job is published, and no claim holds it

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from ..pipeline.input_watch import InputStamp, SettleWatch, stamp_of
 from ..pipeline.scheduler import PageScheduler
-from ..spool.digest import size_and_sha256
+from ..spool.file_hash import size_and_sha256
 from ..spool.store import JobStore
 from .active import ActiveJob
 

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
+import random
 from pathlib import Path
 from typing import Any
 
 TMP_MARK = ".tmp-"  # temporary files are named ".<name>.tmp-<hex>" and swept on recovery
 
 
+# Temp names need to be unlikely to meet, not unpredictable: a generator seeded once (and again in a
+# forked child) names them without a getrandom call per file.
+_names = random.Random()
+os.register_at_fork(after_in_child=_names.seed)
+
+
 def temp_name_for(path: Path) -> Path:
-    return path.with_name(f".{path.name}{TMP_MARK}{secrets.token_hex(4)}")
+    return path.with_name(f".{path.name}{TMP_MARK}{_names.getrandbits(32):08x}")
 
 
 def fsync_dir(path: Path) -> None:
@@ -37,13 +43,18 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True, mode: int
     """`mode` is filtered by the umask, like any file a program creates: 0644 under the usual 022,
     0664 under 002 (`jobs.group_writable`, for outboxes shared by a group)."""
     tmp = temp_name_for(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    # os.write on the descriptor, not a file object: that would add fstat, isatty and lseek calls
+    # to every write, each a hand-over of the GIL on a busy daemon.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if fsync:
-                os.fsync(fh.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)  # a network filesystem may report a failed write only here: it raises
         os.replace(tmp, path)
     except BaseException:
         try:

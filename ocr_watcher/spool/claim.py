@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .atomic import TMP_MARK, atomic_write_json, fsync_dir, temp_name_for
-from .digest import size_and_sha256
+from .file_hash import size_and_sha256
 from .ids import new_job_id
 from .layout import InboxLayout
 from .model import EngineInfo, JobError, JobMeta, Source, Status, Worker, iso, utc_now
@@ -39,6 +39,7 @@ ABANDONED_BUILD_SECONDS = 3600.0  # a claim folder half-built this long ago belo
 # older than any live builder's first write takes.
 EMPTY_BUILD_SECONDS = 5.0
 _COPY_CHUNK = 1 << 20
+_HOST = socket.gethostname()
 
 
 @dataclass
@@ -153,7 +154,7 @@ class Claimer:
         # No fsync of the rename itself: if a crash undoes it, the file is back in the inbox and
         # recovery rolls the claim back; the steps after it are journaled after it.
         try:
-            self._finish(record, claim_dir)
+            self._finish(record, claim_dir, claimed)
         except OSError:
             if self.store.paths(job_id).dir.exists():
                 # Published; only tidying failed (recovery finishes it). The job exists, so say so.
@@ -223,12 +224,13 @@ class Claimer:
         shutil.rmtree(claim_dir, ignore_errors=True)
         return True
 
-    def _finish(self, record: ClaimRecord, claim_dir: Path) -> bool:
-        """Steps 3-4; idempotent, so recovery can run it again from any point."""
+    def _finish(self, record: ClaimRecord, claim_dir: Path, claimed: Path | None = None) -> bool:
+        """Steps 3-4; idempotent, so recovery can run it again from any point. `claimed`: the
+        input just renamed into the claim folder (recovery looks for it)."""
         job_id = record.job_id
         final = self.store.paths(job_id).dir
         staged = self.store.layout.staging / job_id
-        claimed = _input_in(claim_dir)
+        claimed = claimed or _input_in(claim_dir)
         if final.exists():
             if claimed is not None and (final / claimed.name).exists():
                 claimed.unlink()  # a cross-filesystem copy finished; only the original was left
@@ -248,11 +250,11 @@ class Claimer:
         request = ClaimRequest(**record.request)
         if isinstance(request.failure, dict):
             request.failure = JobError.model_validate(request.failure)
-        regular = stat.S_ISREG(claimed.lstat().st_mode)
-        same_fs = claimed.lstat().st_dev == staged.stat().st_dev
+        before = claimed.lstat()  # a regular file's lstat is its stat
+        regular = stat.S_ISREG(before.st_mode)
+        same_fs = before.st_dev == staged.stat().st_dev
         mtime_ns = None
         if regular:
-            before = claimed.stat()
             size, digest = (before.st_size, request.sha256) if request.sha256 else size_and_sha256(claimed)
             _unchanged_since(claimed, before)
             # On one filesystem the job's input is this very file, which a late write still reaches.
@@ -273,7 +275,7 @@ class Claimer:
                 self._made[job_id] = meta
         if not same_fs:
             claimed.unlink()
-        shutil.rmtree(claim_dir, ignore_errors=True)
+        _remove_claim_folder(claim_dir)
         log.info(
             "%s: claimed %s as %s (profile %s)%s",
             job_id,
@@ -293,6 +295,15 @@ class Claimer:
 def _job_id_of(claim_name: str) -> str:
     """The job id a claim folder is for: its name, or `.<job_id>.tmp-<hex>` while it is built."""
     return claim_name[1:].rsplit(TMP_MARK, 1)[0] if claim_name.startswith(".") else claim_name
+
+
+def _remove_claim_folder(claim_dir: Path) -> None:
+    """A finished claim's folder holds only its record: two calls, where rmtree makes a dozen."""
+    try:
+        os.unlink(claim_dir / CLAIM_RECORD)
+        os.rmdir(claim_dir)
+    except OSError:
+        shutil.rmtree(claim_dir, ignore_errors=True)  # anything else in it, or already gone
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -381,7 +392,7 @@ def _initial_metadata(
         created_at=datetime.fromisoformat(record.claimed_at),
         updated_at=now,
         engine=EngineInfo(kind=request.engine, **(request.engine_settings or {})),
-        worker=Worker(id=owner, host=socket.gethostname(), pid=os.getpid(), heartbeat_at=now),
+        worker=Worker(id=owner, host=_HOST, pid=os.getpid(), heartbeat_at=now),
     )
     meta.history.append({"status": Status.QUEUED.value, "at": iso(meta.created_at)})
     if request.failure is not None:
