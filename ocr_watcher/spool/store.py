@@ -267,13 +267,13 @@ class JobStore:
 
     def read_page(self, job_id: str, page: int) -> str | None:
         try:
-            return self.paths(job_id).page_md(page).read_text(encoding="utf-8")
+            return read_small(str(self.paths(job_id).page_md(page))).decode("utf-8")
         except FileNotFoundError:
             return None
 
     def read_page_info(self, job_id: str, page: int) -> dict[str, Any] | None:
         try:
-            return json.loads(self.paths(job_id).page_info(page).read_bytes())
+            return json.loads(read_small(str(self.paths(job_id).page_info(page))))
         except (FileNotFoundError, ValueError):
             return None
 
