@@ -73,7 +73,8 @@ def parse_iso(text: str) -> float:
 # -- temporary folders ------------------------------------------------------------------------------
 @contextmanager
 def temp_root(prefix: str) -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix=f"ocrw-bench-{prefix}-", dir="/tmp"))
+    # $OCRW_BENCH_DIR: measure on another filesystem than /tmp's (bench/overhead.py says why)
+    root = Path(tempfile.mkdtemp(prefix=f"ocrw-bench-{prefix}-", dir=os.environ.get("OCRW_BENCH_DIR", "/tmp")))
     try:
         yield root
     finally:

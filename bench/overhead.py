@@ -14,6 +14,15 @@ renamed into the inbox at once. Measured:
 Target: >= 150 jobs/s on 2 cores (the core redesign's figure; the first was 50); `--queued 8` is
 the default setting. On a virtual disk one run can differ from the next by a third: compare medians of
 runs made in turn, with a rest between them (the disk slows under sustained fsyncs and recovers).
+
+Where the time goes is the filesystem's as much as the daemon's. An ext4 without a journal (the root
+filesystem of some virtual machines, this one's included: /proc/fs/jbd2 names no journal for it)
+checks, for every inode it allocates, whether a free one was deleted in the last 30 s, and walks past
+each that was: every file a job writes (eleven) pays for every one deleted lately, the previous run's
+included, which is why runs slow down back to back. `perf record -g` shows it as recently_deleted
+under __ext4_new_inode. The issue's figure is for a local ext4, which has a journal unless made
+without one; to measure on one, point OCRW_BENCH_DIR at it (a loop-mounted image will do:
+truncate -s 4G img; mkfs.ext4 img; mount -o loop img /mnt/j).
 """
 
 from __future__ import annotations
