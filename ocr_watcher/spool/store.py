@@ -267,7 +267,7 @@ class JobStore:
 
     def read_page(self, job_id: str, page: int) -> str | None:
         try:
-            return read_small(str(self.paths(job_id).page_md(page))).decode("utf-8")
+            return self.paths(job_id).page_md(page).read_text(encoding="utf-8")  # text mode: \r\n read as \n
         except FileNotFoundError:
             return None
 
